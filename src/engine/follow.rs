@@ -1,0 +1,94 @@
+//! Following a task: replayed or snapshot events first, then live events from the bus, each
+//! exactly once and in order, until the event that ends the turn.
+//!
+//! The subscription is opened *before* the snapshot or replay is read, and the store publishes
+//! only after a write is visible, so every event is either in what was read or still to come on
+//! the bus; events the reader already has are skipped by sequence number. A subscriber that
+//! falls behind the bus (or sees a gap) reads the missing events from the task's log.
+
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::{Engine, EngineError};
+use crate::protocol::StreamEvent;
+use crate::store::{LoggedEvent, StoredTask};
+
+/// The events of one follow: `initial` in order, then (unless `live` is false) live events with
+/// a sequence above the last one sent, until a final event.
+pub fn follow(
+    engine: Engine,
+    task_id: String,
+    mut live_events: broadcast::Receiver<Arc<LoggedEvent>>,
+    initial: Vec<LoggedEvent>,
+    after: u64,
+    live: bool,
+) -> BoxStream<'static, LoggedEvent> {
+    Box::pin(async_stream::stream! {
+        let mut last = after;
+        for event in initial {
+            last = last.max(event.seq);
+            let is_final = event.event.is_final();
+            yield event;
+            if is_final {
+                return;
+            }
+        }
+        if !live {
+            return;
+        }
+        loop {
+            let missed_from = match live_events.recv().await {
+                Ok(event) if event.seq <= last => continue,
+                Ok(event) if event.seq == last + 1 => {
+                    last = event.seq;
+                    let event = LoggedEvent::clone(&event);
+                    let is_final = event.event.is_final();
+                    yield event;
+                    if is_final {
+                        return;
+                    }
+                    continue;
+                }
+                // A gap or a lag: the log has what the bus could not deliver.
+                Ok(_) | Err(RecvError::Lagged(_)) => last,
+                Err(RecvError::Closed) => return,
+            };
+            let Ok(missed) = engine.events_after(&task_id, missed_from).await else { return };
+            for event in missed {
+                last = event.seq;
+                let is_final = event.event.is_final();
+                yield event;
+                if is_final {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// Resumes following a task from another connection (`tasks/resubscribe`, browser streams).
+/// Without `last_event_id` the current Task comes first; with it, the log is replayed after that
+/// id. A task with no turn running gets its snapshot (or the replay) and the stream ends.
+pub async fn resume(
+    engine: &Engine,
+    task_id: &str,
+    last_event_id: Option<u64>,
+) -> Result<(StoredTask, BoxStream<'static, LoggedEvent>), EngineError> {
+    let (stored, live_events) = engine.follow(task_id).await?;
+    let running = stored.job_id.is_some() && !stored.task.status.state.is_terminal();
+    let snapshot = LoggedEvent { seq: stored.seq, event: StreamEvent::Task(stored.task.clone()) };
+    let (initial, after) = match last_event_id {
+        Some(after) => {
+            let mut replay = engine.events_after(task_id, after).await?;
+            if replay.is_empty() && !running {
+                replay.push(snapshot);
+            }
+            (replay, after)
+        }
+        None => (vec![snapshot], stored.seq),
+    };
+    let events = follow(engine.clone(), task_id.to_string(), live_events, initial, after, running);
+    Ok((stored, events))
+}

@@ -1,0 +1,366 @@
+//! The task engine: accepts messages, runs turns on a bounded worker pool, cancels, and lets
+//! callers follow tasks. It is the only writer of task state (through [`TaskStore::apply`]).
+
+pub mod follow;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::agents::{AgentEvent, AgentRegistry, RequestContext};
+use crate::clock::now_ms;
+use crate::delivery::PushDelivery;
+use crate::protocol::{Message, PushNotificationConfig, StreamEvent, Task, TaskKind, TaskState, TaskStatus};
+use crate::store::{Applied, Backend, Change, Job, LoggedEvent, StoreError, StoredTask};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub workers: usize,
+    pub max_attempts: u32,
+    /// Base delay of the retry backoff.
+    pub retry_base: Duration,
+}
+
+/// Errors the protocol layer maps to JSON-RPC codes.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("Task {0} not found")]
+    TaskNotFound(String),
+    #[error("Task {id} is in terminal state {state} and cannot be canceled")]
+    NotCancelable { id: String, state: &'static str },
+    /// The request is not valid in the task's current state.
+    #[error("{0}")]
+    InvalidParams(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::TaskNotFound(id) => EngineError::TaskNotFound(id),
+            StoreError::TaskTerminal { id, state } => EngineError::InvalidParams(format!(
+                "Task {id} is in terminal state {state} and cannot accept new messages"
+            )),
+            StoreError::Conflict(m) => EngineError::InvalidParams(m),
+            StoreError::TaskExists(id) => EngineError::InvalidParams(format!("Task {id} already exists")),
+            StoreError::Unavailable(m) => EngineError::Unavailable(m),
+        }
+    }
+}
+
+/// Runs tasks. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    agents: RwLock<Arc<AgentRegistry>>,
+    /// Cancellation tokens of turns running on this instance.
+    running: Mutex<HashMap<String, CancellationToken>>,
+    push: PushDelivery,
+    options: EngineOptions,
+    shutdown: CancellationToken,
+}
+
+/// A submitted message: the task it created or continued, and a subscription opened before the
+/// write so no event of the turn can be missed.
+pub struct Submitted {
+    pub applied: Applied,
+    pub events: broadcast::Receiver<Arc<LoggedEvent>>,
+}
+
+impl Engine {
+    /// An engine over `backend`; call [`Engine::start`] to run workers.
+    pub fn new(backend: Backend, agents: AgentRegistry, push: PushDelivery, options: EngineOptions) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                backend,
+                agents: RwLock::new(Arc::new(agents)),
+                running: Mutex::new(HashMap::new()),
+                push,
+                options,
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The backend (for health checks and admin views).
+    pub fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    /// The current agents.
+    pub fn agents(&self) -> Arc<AgentRegistry> {
+        self.inner.agents.read().map(|a| a.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Recovers jobs interrupted by a previous stop, then starts the worker pool.
+    pub async fn start(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, StoreError> {
+        let (requeued, dead) = self.inner.backend.queue.recover(self.inner.options.max_attempts).await?;
+        if requeued + dead > 0 {
+            tracing::info!(requeued, dead_lettered = dead, "recovered jobs from the previous run");
+        }
+        Ok((0..self.inner.options.workers.max(1))
+            .map(|_| {
+                let engine = self.clone();
+                tokio::spawn(async move { engine.work().await })
+            })
+            .collect())
+    }
+
+    /// Stops taking jobs and cancels running turns; their jobs stay queued for the next start.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.backend.queue.close();
+    }
+
+    /// Creates a task (or continues one when the message names `taskId`) for `agent`.
+    pub async fn submit(
+        &self,
+        agent: &str,
+        mut message: Message,
+        push_config: Option<PushNotificationConfig>,
+        metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Submitted, EngineError> {
+        let job_id = uuid::Uuid::now_v7().to_string();
+        let change = match message.task_id.clone() {
+            Some(task_id) => {
+                let stored = self.task(&task_id).await?;
+                if stored.agent != agent {
+                    return Err(EngineError::TaskNotFound(task_id));
+                }
+                if let Some(context_id) = &message.context_id {
+                    if context_id != &stored.task.context_id {
+                        return Err(EngineError::InvalidParams(format!(
+                            "params.message.contextId {context_id} does not match task {task_id}'s context {}",
+                            stored.task.context_id
+                        )));
+                    }
+                }
+                message.context_id = Some(stored.task.context_id.clone());
+                let push_config = push_config.map(|c| with_default_id(c, &task_id));
+                Change::Continue { task_id: task_id.clone(), message, job: new_job(job_id, &task_id, agent), push_config }
+            }
+            None => {
+                let task_id = uuid::Uuid::new_v4().to_string();
+                let context_id = message.context_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                message.task_id = Some(task_id.clone());
+                message.context_id = Some(context_id.clone());
+                let task = Task {
+                    kind: TaskKind,
+                    id: task_id.clone(),
+                    context_id,
+                    status: TaskStatus::now(TaskState::Submitted, None),
+                    history: Some(vec![message]),
+                    artifacts: None,
+                    metadata,
+                };
+                let push_config = push_config.map(|c| with_default_id(c, &task_id));
+                Change::Create { task, agent: agent.to_string(), job: new_job(job_id, &task_id, agent), push_config }
+            }
+        };
+        let task_id = change.task_id().to_string();
+        let events = self.inner.backend.bus.subscribe(&task_id);
+        let applied = self.inner.backend.store.apply(change).await?;
+        self.notify(&applied);
+        Ok(Submitted { applied, events })
+    }
+
+    /// The stored task, or `TaskNotFound`.
+    pub async fn task(&self, task_id: &str) -> Result<StoredTask, EngineError> {
+        self.inner.backend.store.get_task(task_id).await?.ok_or_else(|| EngineError::TaskNotFound(task_id.to_string()))
+    }
+
+    /// Cancels a live task; returns it in state `canceled`.
+    pub async fn cancel(&self, task_id: &str) -> Result<StoredTask, EngineError> {
+        let applied = self.inner.backend.store.apply(Change::Cancel { task_id: task_id.to_string() }).await.map_err(
+            |e| match e {
+                StoreError::TaskTerminal { id, state } => EngineError::NotCancelable { id, state },
+                other => other.into(),
+            },
+        )?;
+        if let Some(token) = self.running_token(task_id) {
+            token.cancel();
+        }
+        self.notify(&applied);
+        Ok((*applied.task).clone())
+    }
+
+    /// Follows a task: its current snapshot plus live events newer than the snapshot.
+    pub async fn follow(&self, task_id: &str) -> Result<(StoredTask, broadcast::Receiver<Arc<LoggedEvent>>), EngineError> {
+        let events = self.inner.backend.bus.subscribe(task_id);
+        let stored = self.task(task_id).await?;
+        Ok((stored, events))
+    }
+
+    /// Logged events after `seq`.
+    pub async fn events_after(&self, task_id: &str, seq: u64) -> Result<Vec<LoggedEvent>, EngineError> {
+        Ok(self.inner.backend.store.events_after(task_id, seq).await?)
+    }
+
+    /// Subscribes to a task's live events.
+    pub fn subscribe(&self, task_id: &str) -> broadcast::Receiver<Arc<LoggedEvent>> {
+        self.inner.backend.bus.subscribe(task_id)
+    }
+
+    fn running_token(&self, task_id: &str) -> Option<CancellationToken> {
+        self.inner.running.lock().ok().and_then(|r| r.get(task_id).cloned())
+    }
+
+    /// Sends push notifications for a status change (never waits for them).
+    fn notify(&self, applied: &Applied) {
+        if applied.push_configs.is_empty() {
+            return;
+        }
+        if matches!(applied.event, StreamEvent::Status(_) | StreamEvent::Task(_)) {
+            self.inner.push.deliver(&applied.task.task, &applied.push_configs);
+        }
+    }
+
+    /// One worker: takes jobs until the queue closes.
+    async fn work(&self) {
+        while let Some(job) = self.inner.backend.queue.next().await {
+            self.run(job).await;
+        }
+    }
+
+    /// Runs one turn; failures are retried with backoff and dead-lettered after the last attempt.
+    async fn run(&self, job: Job) {
+        let task_id = job.task_id.clone();
+        let applied = match self.inner.backend.store.apply(Change::StartTurn { job: job.clone() }).await {
+            Ok(applied) => applied,
+            Err(StoreError::Unavailable(error)) => return self.fail_attempt(job, error).await,
+            Err(e) => {
+                // Canceled or superseded while queued: nothing to run.
+                tracing::debug!(task_id, error = %e, "skipping job");
+                self.inner.backend.queue.discard(&job).await;
+                return;
+            }
+        };
+        self.notify(&applied);
+        let agent = self.agents().get(&job.agent).cloned();
+        let Some(agent) = agent else {
+            let error = format!("agent {} is no longer configured", job.agent);
+            return self.dead_letter(job, error).await;
+        };
+        let task = applied.task.task.clone();
+        let message = task.history.as_ref().and_then(|h| h.iter().rev().find(|m| m.role == crate::protocol::Role::User)).cloned();
+        let Some(message) = message else {
+            return self.dead_letter(job, "task has no user message".into()).await;
+        };
+        let cancel = self.inner.shutdown.child_token();
+        if let Ok(mut running) = self.inner.running.lock() {
+            running.insert(task_id.clone(), cancel.clone());
+        }
+        let outcome = self.drive(&job, agent.executor.execute(RequestContext { task, message, cancel: cancel.clone() }), &cancel).await;
+        if let Ok(mut running) = self.inner.running.lock() {
+            running.remove(&task_id);
+        }
+        match outcome {
+            Ok(()) => {}
+            Err(TurnError::Stopped) => {}
+            Err(TurnError::Agent(error)) => self.fail_attempt(job, error).await,
+        }
+    }
+
+    /// Applies the executor's events until the turn ends.
+    async fn drive(
+        &self,
+        job: &Job,
+        mut events: futures::stream::BoxStream<'static, Result<AgentEvent, crate::agents::AgentError>>,
+        cancel: &CancellationToken,
+    ) -> Result<(), TurnError> {
+        let task_id = &job.task_id;
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return Err(TurnError::Stopped),
+                event = events.next() => event,
+            };
+            let change = match event {
+                Some(Ok(AgentEvent::Artifact { artifact, append, last_chunk })) => {
+                    Change::Artifact { task_id: task_id.clone(), artifact, append, last_chunk }
+                }
+                Some(Ok(AgentEvent::Done { state, message })) => Change::Status {
+                    task_id: task_id.clone(),
+                    status: TaskStatus::now(state, message),
+                    is_final: true,
+                    ack_job: Some(job.id.clone()),
+                },
+                // An executor that ends without saying how completes the task.
+                None => Change::Status {
+                    task_id: task_id.clone(),
+                    status: TaskStatus::now(TaskState::Completed, None),
+                    is_final: true,
+                    ack_job: Some(job.id.clone()),
+                },
+                Some(Err(e)) => return Err(TurnError::Agent(e.0)),
+            };
+            let is_final = matches!(change, Change::Status { .. });
+            match self.inner.backend.store.apply(change).await {
+                Ok(applied) => self.notify(&applied),
+                // Canceled meanwhile: the cancel already acknowledged the job.
+                Err(StoreError::TaskTerminal { .. }) | Err(StoreError::TaskNotFound(_)) => return Err(TurnError::Stopped),
+                Err(e) => return Err(TurnError::Agent(e.to_string())),
+            }
+            if is_final {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn fail_attempt(&self, job: Job, error: String) {
+        if job.attempt >= self.inner.options.max_attempts {
+            return self.dead_letter(job, error).await;
+        }
+        let base = self.inner.options.retry_base.as_millis() as u64;
+        let exp = base.saturating_mul(1u64 << (job.attempt - 1).min(16));
+        let delay = exp / 2 + rand::random::<u64>() % (exp / 2 + 1);
+        tracing::warn!(task_id = job.task_id, attempt = job.attempt, delay_ms = delay, error, "turn failed; retrying");
+        if let Err(e) = self.inner.backend.queue.retry(job, error, delay).await {
+            tracing::error!(error = %e, "cannot schedule retry");
+        }
+    }
+
+    async fn dead_letter(&self, job: Job, error: String) {
+        tracing::warn!(task_id = job.task_id, attempts = job.attempt, error, "turn dead-lettered");
+        match self.inner.backend.queue.dead_letter(job, error).await {
+            Ok(applied) => self.notify(&applied),
+            Err(e) => tracing::error!(error = %e, "cannot dead-letter job"),
+        }
+    }
+}
+
+enum TurnError {
+    /// Canceled or shutting down: the job's fate is decided elsewhere.
+    Stopped,
+    Agent(String),
+}
+
+fn new_job(id: String, task_id: &str, agent: &str) -> Job {
+    Job {
+        id,
+        task_id: task_id.to_string(),
+        agent: agent.to_string(),
+        attempt: 1,
+        artifacts_base: 0,
+        base_seq: 0,
+        enqueued_ms: now_ms(),
+        last_error: None,
+    }
+}
+
+fn with_default_id(mut config: PushNotificationConfig, task_id: &str) -> PushNotificationConfig {
+    if config.id.is_none() {
+        config.id = Some(task_id.to_string());
+    }
+    config
+}

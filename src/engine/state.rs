@@ -1,0 +1,161 @@
+//! The task state machine: how one [`Change`] turns a stored task into the next one and which
+//! event it logs. Pure and backend-neutral: every store calls [`transition`] inside its own
+//! atomic write, so the rules live in exactly one place.
+
+use crate::clock::now_ms;
+use crate::protocol::{
+    Artifact, ArtifactUpdateKind, StatusUpdateKind, StreamEvent, TaskArtifactUpdateEvent, TaskState,
+    TaskStatus, TaskStatusUpdateEvent,
+};
+use crate::protocol::PushNotificationConfig;
+use crate::store::{Change, Job, StoreError, StoredTask};
+
+/// Queue and log side effects a backend performs in the same write as the task.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Job to insert into the queue (and hand to a worker once written).
+    pub enqueue: Option<Job>,
+    /// Job to remove from the queue.
+    pub ack: Option<String>,
+    /// Logged events in `(from, to]` to delete (a retried turn's failed attempt).
+    pub drop_events: Option<(u64, u64)>,
+    /// The task became terminal: schedule its expiry.
+    pub terminal: bool,
+    /// Push config to store before the task's configs are read.
+    pub push_config: Option<PushNotificationConfig>,
+}
+
+/// Applies `change` to `current` (None when the task does not exist yet).
+pub fn transition(
+    current: Option<StoredTask>,
+    change: Change,
+) -> Result<(StoredTask, StreamEvent, Effects), StoreError> {
+    let now = now_ms();
+    let mut effects = Effects::default();
+    let (mut stored, event) = match change {
+        Change::Create { task, agent, job, push_config } => {
+            effects.push_config = push_config;
+            if current.is_some() {
+                return Err(StoreError::TaskExists(task.id));
+            }
+            let mut stored = StoredTask {
+                task,
+                agent,
+                seq: 0,
+                job_id: Some(job.id.clone()),
+                created_ms: now,
+                updated_ms: now,
+            };
+            stored.seq = 1;
+            let mut job = job;
+            job.base_seq = 1;
+            effects.enqueue = Some(job);
+            let event = StreamEvent::Task(stored.task.clone());
+            return Ok((stored, event, effects));
+        }
+        Change::Continue { task_id, message, mut job, push_config } => {
+            effects.push_config = push_config;
+            let mut stored = live(current, &task_id)?;
+            if !stored.task.status.state.is_interrupted() {
+                return Err(StoreError::Conflict(format!(
+                    "Task {task_id} is {} and cannot accept a new message until it asks for input",
+                    stored.task.status.state.as_str()
+                )));
+            }
+            stored.task.history.get_or_insert_with(Vec::new).push(message);
+            stored.task.status = TaskStatus::now(TaskState::Submitted, None);
+            job.artifacts_base = stored.task.artifacts.as_ref().map_or(0, Vec::len);
+            job.base_seq = stored.seq + 1;
+            stored.job_id = Some(job.id.clone());
+            effects.enqueue = Some(job);
+            let event = StreamEvent::Task(stored.task.clone());
+            (stored, event)
+        }
+        Change::StartTurn { job } => {
+            let mut stored = live(current, &job.task_id)?;
+            if stored.job_id.as_deref() != Some(job.id.as_str()) {
+                return Err(StoreError::Conflict(format!("job {} is no longer current for task {}", job.id, job.task_id)));
+            }
+            if job.attempt > 1 {
+                if let Some(artifacts) = stored.task.artifacts.as_mut() {
+                    artifacts.truncate(job.artifacts_base);
+                }
+                if stored.seq > job.base_seq {
+                    effects.drop_events = Some((job.base_seq, stored.seq));
+                }
+            }
+            let event = status_change(&mut stored, TaskStatus::now(TaskState::Working, None), false);
+            (stored, event)
+        }
+        Change::Status { task_id, status, is_final, ack_job } => {
+            let mut stored = live(current, &task_id)?;
+            if let Some(job) = ack_job {
+                if stored.job_id.as_deref() == Some(job.as_str()) {
+                    stored.job_id = None;
+                }
+                effects.ack = Some(job);
+            }
+            if let Some(message) = &status.message {
+                stored.task.history.get_or_insert_with(Vec::new).push(message.clone());
+            }
+            let event = status_change(&mut stored, status, is_final);
+            (stored, event)
+        }
+        Change::Artifact { task_id, artifact, append, last_chunk } => {
+            let mut stored = live(current, &task_id)?;
+            merge_artifact(stored.task.artifacts.get_or_insert_with(Vec::new), &artifact, append);
+            let event = StreamEvent::Artifact(TaskArtifactUpdateEvent {
+                kind: ArtifactUpdateKind,
+                task_id: stored.task.id.clone(),
+                context_id: stored.task.context_id.clone(),
+                artifact,
+                append: Some(append),
+                last_chunk: Some(last_chunk),
+                metadata: None,
+            });
+            (stored, event)
+        }
+        Change::Cancel { task_id } => {
+            let mut stored = live(current, &task_id)?;
+            effects.ack = stored.job_id.take();
+            let event = status_change(&mut stored, TaskStatus::now(TaskState::Canceled, None), true);
+            (stored, event)
+        }
+    };
+    stored.seq += 1;
+    stored.updated_ms = now;
+    effects.terminal = stored.task.status.state.is_terminal();
+    Ok((stored, event, effects))
+}
+
+/// The task must exist and be live.
+fn live(current: Option<StoredTask>, task_id: &str) -> Result<StoredTask, StoreError> {
+    let stored = current.ok_or_else(|| StoreError::TaskNotFound(task_id.to_string()))?;
+    let state = stored.task.status.state;
+    if state.is_terminal() {
+        return Err(StoreError::TaskTerminal { id: task_id.to_string(), state: state.as_str() });
+    }
+    Ok(stored)
+}
+
+fn status_change(stored: &mut StoredTask, status: TaskStatus, is_final: bool) -> StreamEvent {
+    stored.task.status = status.clone();
+    StreamEvent::Status(TaskStatusUpdateEvent {
+        kind: StatusUpdateKind,
+        task_id: stored.task.id.clone(),
+        context_id: stored.task.context_id.clone(),
+        status,
+        is_final,
+        metadata: None,
+    })
+}
+
+/// Adds a chunk to the task's artifacts: `append` extends the artifact with the same id,
+/// otherwise the chunk replaces it (or is added when new).
+fn merge_artifact(artifacts: &mut Vec<Artifact>, chunk: &Artifact, append: bool) {
+    match artifacts.iter_mut().find(|a| a.artifact_id == chunk.artifact_id) {
+        Some(existing) if append => existing.parts.extend(chunk.parts.iter().cloned()),
+        Some(existing) => *existing = chunk.clone(),
+        None => artifacts.push(chunk.clone()),
+    }
+}

@@ -1,0 +1,110 @@
+//! The A2A endpoint: JSON-RPC at `POST /agents/{name}`, the agent's card at `GET /agents/{name}`,
+//! and `GET /agents/{name}/tasks/{id}/events` for browsers (EventSource can only GET).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+
+use super::cards::{agent_card, base_url, visible};
+use super::{AppState, HttpError};
+use crate::engine::follow::resume;
+use crate::rpc::{self, Answer, RpcContext, StreamItem};
+
+/// How often an idle stream sends a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// A2A routes.
+pub fn router(max_body_bytes: usize) -> Router<AppState> {
+    Router::new()
+        .route("/agents/{name}", post(json_rpc).get(card))
+        .route("/agents/{name}/tasks/{id}/events", get(task_events))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+}
+
+async fn card(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    match visible(&state, &name) {
+        Ok(agent) => axum::Json(agent_card(&agent, &base_url(&state, &headers))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `Last-Event-ID`, when it is a sequence number we issued.
+fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+    headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+}
+
+async fn json_rpc(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return HttpError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds the limit of {} bytes", state.options.max_body_bytes),
+            )
+            .into_response()
+        }
+        Err(e) => return HttpError(e.status(), e.body_text()).into_response(),
+    };
+    if let Err(e) = visible(&state, &name) {
+        return e.into_response();
+    }
+    let ctx = RpcContext { engine: state.engine.clone(), agent: name, last_event_id: last_event_id(&headers) };
+    match rpc::handle(&ctx, &body).await {
+        Answer::Json(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Answer::Stream { id, events } => sse(events.map(move |item| to_sse(&id, item))).into_response(),
+    }
+}
+
+/// One stream item as an SSE event: `id: <seq>` and `data: <compact JSON-RPC response>`.
+fn to_sse(id: &Value, item: StreamItem) -> Result<Event, Infallible> {
+    let json = rpc::response(id, &item.payload);
+    // Compact JSON never contains a raw newline, so it is one `data:` line.
+    let data = String::from_utf8(json).unwrap_or_default();
+    let event = Event::default().data(data);
+    Ok(match item.seq {
+        Some(seq) => event.id(seq.to_string()),
+        None => event,
+    })
+}
+
+fn sse<S: Stream<Item = Result<Event, Infallible>> + Send + 'static>(events: S) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "no-cache"), (header::HeaderName::from_static("x-accel-buffering"), "no")],
+        Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")),
+    )
+}
+
+/// The events of a task for browsers: the same JSON-RPC responses as `tasks/resubscribe`
+/// (id `null`), honouring `Last-Event-ID`.
+async fn task_events(
+    State(state): State<AppState>,
+    Path((name, task_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = visible(&state, &name) {
+        return e.into_response();
+    }
+    let events = match resume(&state.engine, &task_id, last_event_id(&headers)).await {
+        Ok((stored, events)) if stored.agent == name => events,
+        Ok(_) | Err(crate::engine::EngineError::TaskNotFound(_)) => {
+            return HttpError(StatusCode::NOT_FOUND, format!("Task {task_id} not found")).into_response()
+        }
+        Err(e) => return HttpError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    };
+    sse(events.map(|e| to_sse(&Value::Null, StreamItem { seq: Some(e.seq), payload: rpc::raw(&e.event) }))).into_response()
+}

@@ -1,0 +1,71 @@
+//! HTTP transport: one router per area, composed here with the cross-cutting layers
+//! (request ids, body limit, CORS, tracing). Handlers parse and delegate; no business logic.
+
+pub mod a2a;
+pub mod cards;
+pub mod system;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::engine::Engine;
+
+/// Server settings the HTTP layer needs.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Base URL for agent cards; derived from each request's Host when absent.
+    pub public_url: Option<String>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Origins allowed by CORS (`*` for any).
+    pub cors_origins: Vec<String>,
+}
+
+/// State shared by all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub options: Arc<HttpOptions>,
+}
+
+/// A JSON error body `{"error": "..."}` with a status.
+pub struct HttpError(pub StatusCode, pub String);
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let cors = cors_layer(&state.options.cors_origins);
+    Router::new()
+        .merge(system::router())
+        .merge(cards::router())
+        .merge(a2a::router(state.options.max_body_bytes))
+        .fallback(|| async { HttpError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .with_state(state)
+        .layer(cors)
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([HeaderName::from_static("x-request-id")]);
+    if origins.is_empty() || origins.iter().any(|o| o == "*") {
+        layer.allow_origin(Any)
+    } else {
+        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+        layer.allow_origin(AllowOrigin::list(list))
+    }
+}

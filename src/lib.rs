@@ -1,0 +1,16 @@
+//! switchyard: an A2A (Agent-to-Agent protocol) server.
+//!
+//! Layers, outermost first: `http` (axum routers) → `rpc` (JSON-RPC dispatcher, one file per
+//! method) → `engine` (task state machine, workers) → `store` (backends) and `agents`
+//! (executors); `delivery` sends push notifications.
+
+pub mod agents;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod engine;
+pub mod http;
+pub mod protocol;
+pub mod rpc;
+pub mod server;
+pub mod store;

@@ -1,0 +1,147 @@
+//! The `switchyard` binary: `serve`, `validate`, `version`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use switchyard::config::{parse_duration, Config};
+use switchyard::http::HttpOptions;
+use switchyard::server::{serve, ServeOptions};
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "An A2A (Agent-to-Agent protocol) server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default when no command is given).
+    Serve(ServeArgs),
+    /// Check a configuration file and print precise errors.
+    Validate {
+        #[arg(long, env = "SWITCHYARD_CONFIG", default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    /// Agents configuration file.
+    #[arg(long, env = "SWITCHYARD_CONFIG", default_value = "config.yaml")]
+    config: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "SWITCHYARD_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one; the chosen address is printed).
+    #[arg(long, env = "SWITCHYARD_PORT", default_value_t = 8080)]
+    port: u16,
+    /// Directory of the embedded store, or `:memory:` for a throwaway in-memory store.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./data")]
+    data_dir: String,
+    /// Worker pool size (default: CPU count × 4).
+    #[arg(long, env = "SWITCHYARD_WORKERS")]
+    workers: Option<usize>,
+    /// Attempts per turn before it is dead-lettered.
+    #[arg(long, env = "SWITCHYARD_MAX_ATTEMPTS", default_value_t = 3)]
+    max_attempts: u32,
+    /// How long terminal tasks are kept (e.g. 7d, 12h, 30m).
+    #[arg(long, env = "SWITCHYARD_TASK_TTL", default_value = "7d", value_parser = parse_duration)]
+    task_ttl: Duration,
+    /// Public base URL used in agent cards (default: from the request's Host headers).
+    #[arg(long, env = "SWITCHYARD_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Origins allowed by CORS, comma-separated (`*` for any).
+    #[arg(long, env = "SWITCHYARD_CORS_ORIGINS", default_value = "*", value_delimiter = ',')]
+    cors_origins: Vec<String>,
+    /// Log format.
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    /// How long a shutdown waits for running turns.
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Version) => {
+            println!("switchyard {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some(Command::Validate { config }) => match Config::load(&config) {
+            Ok(c) => {
+                println!("{}: ok ({} agents, default {})", config.display(), c.agents.0.len(), c.default_agent_name());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Serve(args)) => run(args),
+        None => run(cli.serve),
+    }
+}
+
+fn run(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", args.config.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get() * 4));
+    let options = ServeOptions {
+        config,
+        host: args.host,
+        port: args.port,
+        data_dir: args.data_dir,
+        workers,
+        max_attempts: args.max_attempts.max(1),
+        task_ttl: args.task_ttl,
+        http: HttpOptions { public_url: args.public_url, max_body_bytes: args.max_body_bytes, cors_origins: args.cors_origins },
+        shutdown_grace: args.shutdown_grace,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,74 @@
+//! `message/send`: starts or continues a task and, unless `configuration.blocking` is false,
+//! waits until the turn ends (terminal or interrupted state) before answering with the task.
+
+use serde_json::{Map, Value};
+
+use crate::protocol::{Message, MessageSendConfiguration, PushNotificationConfig};
+use crate::rpc::error::RpcError;
+use crate::rpc::{params, raw, Outcome, RpcContext};
+
+/// Typed `MessageSendParams`.
+pub struct SendParams {
+    pub message: Message,
+    pub blocking: bool,
+    pub history_length: Option<usize>,
+    pub push_config: Option<PushNotificationConfig>,
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Parses `MessageSendParams` (shared with `message/stream`).
+pub fn parse(params: Option<Value>) -> Result<SendParams, RpcError> {
+    let mut map = params::object(params)?;
+    let message = params::message(map.remove("message"), "params.message")?;
+    let configuration: MessageSendConfiguration = match params::optional_object(&mut map, "configuration", "params")? {
+        Some(v) => params::typed(v, "params.configuration")?,
+        None => MessageSendConfiguration::default(),
+    };
+    let history_length = match configuration.history_length {
+        Some(n) if n < 0 => {
+            return Err(RpcError::invalid_params(format!("params.configuration.historyLength must not be negative, got {n}")))
+        }
+        other => other.map(|n| n as usize),
+    };
+    if let Some(push) = &configuration.push_notification_config {
+        super::push_config::check_url(&push.url, "params.configuration.pushNotificationConfig.url")?;
+    }
+    let metadata = match params::optional_object(&mut map, "metadata", "params")? {
+        Some(v) => Some(params::typed(v, "params.metadata")?),
+        None => None,
+    };
+    Ok(SendParams {
+        message,
+        blocking: configuration.blocking.unwrap_or(true),
+        history_length,
+        push_config: configuration.push_notification_config,
+        metadata,
+    })
+}
+
+/// Handles `message/send`.
+pub async fn handle(ctx: &RpcContext, params: Option<Value>) -> Outcome {
+    let p = parse(params)?;
+    let mut submitted = ctx.engine.submit(&ctx.agent, p.message, p.push_config, p.metadata).await?;
+    let task_id = submitted.applied.task.task.id.clone();
+    if !p.blocking {
+        return raw(&submitted.applied.task.task.with_history_length(p.history_length));
+    }
+    loop {
+        match submitted.events.recv().await {
+            Ok(event) if event.event.is_final() => break,
+            Ok(_) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                // Missed events: the stored task tells whether the turn is over.
+                let stored = ctx.engine.task(&task_id).await?;
+                let state = stored.task.status.state;
+                if state.is_terminal() || (state.is_interrupted() && stored.job_id.is_none()) {
+                    break;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+    }
+    let stored = ctx.engine.task(&task_id).await?;
+    raw(&stored.task.with_history_length(p.history_length))
+}

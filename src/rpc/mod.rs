@@ -1,0 +1,172 @@
+//! The JSON-RPC 2.0 dispatcher of `POST /agents/{name}`: envelope validation, batches, method
+//! table and response framing. Each method lives in `methods/`, parsing its params into typed
+//! values before calling the engine.
+
+pub mod error;
+pub mod methods;
+pub mod params;
+
+use futures::stream::BoxStream;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::engine::Engine;
+use error::RpcError;
+
+/// What a method needs besides its params.
+pub struct RpcContext {
+    pub engine: Engine,
+    /// The agent addressed by the URL.
+    pub agent: String,
+    /// `Last-Event-ID` of a resuming stream client.
+    pub last_event_id: Option<u64>,
+}
+
+/// One event of a streaming reply: its log sequence (the SSE `id:`) and its payload.
+pub struct StreamItem {
+    pub seq: Option<u64>,
+    pub payload: Result<Box<RawValue>, RpcError>,
+}
+
+/// A unary method's outcome.
+pub type Outcome = Result<Box<RawValue>, RpcError>;
+
+/// A streaming method's outcome: errors before the stream starts are plain JSON responses.
+pub type Streamed = Result<BoxStream<'static, StreamItem>, RpcError>;
+
+/// The whole HTTP answer to a JSON-RPC body.
+pub enum Answer {
+    /// A serialized response (object or batch array).
+    Json(Vec<u8>),
+    /// A stream and the request id its events carry.
+    Stream { id: Value, events: BoxStream<'static, StreamItem> },
+}
+
+/// Serializes `value` into a raw JSON result.
+pub fn raw<T: Serialize>(value: &T) -> Result<Box<RawValue>, RpcError> {
+    serde_json::value::to_raw_value(value).map_err(|e| RpcError::new(error::INTERNAL_ERROR, e.to_string()))
+}
+
+#[derive(Serialize)]
+struct Success<'a> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    result: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct Failure<'a> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    error: &'a RpcError,
+}
+
+/// The JSON-RPC response for one outcome.
+pub fn response(id: &Value, outcome: &Result<Box<RawValue>, RpcError>) -> Vec<u8> {
+    let bytes = match outcome {
+        Ok(result) => serde_json::to_vec(&Success { jsonrpc: "2.0", id, result }),
+        Err(error) => serde_json::to_vec(&Failure { jsonrpc: "2.0", id, error }),
+    };
+    bytes.unwrap_or_default()
+}
+
+/// Handles a request body: one request or a batch.
+pub async fn handle(ctx: &RpcContext, body: &[u8]) -> Answer {
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Answer::Json(response(&Value::Null, &Err(RpcError::new(error::PARSE_ERROR, format!("Parse error: {e}")))))
+        }
+    };
+    match value {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Answer::Json(response(&Value::Null, &Err(RpcError::invalid_request("empty batch"))));
+            }
+            let mut out = Vec::with_capacity(items.len() * 128);
+            out.push(b'[');
+            for (i, item) in items.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let bytes = match call(ctx, item, true).await {
+                    Called::Done(id, outcome) => response(&id, &outcome),
+                    Called::Stream(id, _) => response(&id, &Err(RpcError::invalid_request("streaming methods cannot be batched"))),
+                };
+                out.extend_from_slice(&bytes);
+            }
+            out.push(b']');
+            Answer::Json(out)
+        }
+        single => match call(ctx, single, false).await {
+            Called::Done(id, outcome) => Answer::Json(response(&id, &outcome)),
+            Called::Stream(id, events) => Answer::Stream { id, events },
+        },
+    }
+}
+
+enum Called {
+    Done(Value, Result<Box<RawValue>, RpcError>),
+    Stream(Value, BoxStream<'static, StreamItem>),
+}
+
+/// Validates the envelope and runs the method.
+async fn call(ctx: &RpcContext, request: Value, in_batch: bool) -> Called {
+    let Value::Object(mut map) = request else {
+        return Called::Done(Value::Null, Err(RpcError::invalid_request("a request must be a JSON object")));
+    };
+    // A2A has no notifications: a missing id is answered with id null.
+    let id = match map.remove("id") {
+        None => Value::Null,
+        Some(id @ (Value::String(_) | Value::Number(_) | Value::Null)) => id,
+        Some(other) => {
+            return Called::Done(
+                Value::Null,
+                Err(RpcError::invalid_request(format!("id must be a string, a number or null, got {}", params::type_name(&other)))),
+            )
+        }
+    };
+    match map.get("jsonrpc") {
+        Some(Value::String(v)) if v == "2.0" => {}
+        Some(other) => {
+            return Called::Done(id, Err(RpcError::invalid_request(format!("jsonrpc must be \"2.0\", got {other}"))))
+        }
+        None => return Called::Done(id, Err(RpcError::invalid_request("jsonrpc is required and must be \"2.0\""))),
+    }
+    let method = match map.remove("method") {
+        Some(Value::String(m)) => m,
+        Some(other) => {
+            return Called::Done(id, Err(RpcError::invalid_request(format!("method must be a string, got {}", params::type_name(&other)))))
+        }
+        None => return Called::Done(id, Err(RpcError::invalid_request("method is required"))),
+    };
+    let params = map.remove("params");
+    use methods::*;
+    let outcome = match method.as_str() {
+        "message/send" => send::handle(ctx, params).await,
+        "tasks/get" => get::handle(ctx, params).await,
+        "tasks/cancel" => cancel::handle(ctx, params).await,
+        "tasks/pushNotificationConfig/set" | "tasks/pushNotification/set" => push_config::set(ctx, params).await,
+        "tasks/pushNotificationConfig/get" | "tasks/pushNotification/get" => push_config::get(ctx, params).await,
+        "tasks/pushNotificationConfig/list" => push_config::list(ctx, params).await,
+        "tasks/pushNotificationConfig/delete" => push_config::delete(ctx, params).await,
+        "agent/getAuthenticatedExtendedCard" => extended_card::handle(ctx, params).await,
+        "message/stream" | "tasks/resubscribe" => {
+            if in_batch {
+                return Called::Done(id, Err(RpcError::invalid_request(format!("{method} streams and cannot be batched"))));
+            }
+            let started = if method == "message/stream" {
+                stream::handle(ctx, params).await
+            } else {
+                resubscribe::handle(ctx, params).await
+            };
+            return match started {
+                Ok(events) => Called::Stream(id, events),
+                Err(e) => Called::Done(id, Err(e)),
+            };
+        }
+        other => Err(RpcError::new(error::METHOD_NOT_FOUND, format!("Method not found: {other}"))),
+    };
+    Called::Done(id, outcome)
+}

@@ -1,0 +1,123 @@
+//! `switchyard serve`: wires configuration, backend, engine and HTTP, and shuts down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::agents::AgentRegistry;
+use crate::config::Config;
+use crate::delivery::{PushDelivery, RetryPolicy};
+use crate::engine::{Engine, EngineOptions};
+use crate::http::{self, AppState, HttpOptions};
+use crate::store;
+
+/// Everything `serve` needs, from flags and environment.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub config: Config,
+    pub host: String,
+    pub port: u16,
+    pub data_dir: String,
+    pub workers: usize,
+    pub max_attempts: u32,
+    pub task_ttl: Duration,
+    pub http: HttpOptions,
+    /// How long a shutdown waits for running turns before leaving them to the next start.
+    pub shutdown_grace: Duration,
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
+    let backend = store::embedded::open(&options.data_dir, options.task_ttl)
+        .map_err(|e| anyhow_like::Error(format!("cannot open store in {}: {e}", options.data_dir)))?;
+    let agents = AgentRegistry::from_config(&options.config);
+    let engine = Engine::new(
+        backend.clone(),
+        agents,
+        PushDelivery::new(RetryPolicy::default()),
+        EngineOptions { workers: options.workers, max_attempts: options.max_attempts, retry_base: Duration::from_millis(500) },
+    );
+    let workers = engine.start().await.map_err(|e| anyhow_like::Error(format!("cannot recover jobs: {e}")))?;
+    spawn_sweeper(backend.store.clone());
+
+    let addr: SocketAddr = format!("{}:{}", options.host, options.port)
+        .parse()
+        .map_err(|e| anyhow_like::Error(format!("invalid listen address {}:{}: {e}", options.host, options.port)))?;
+    let listener = TcpListener::bind(addr).await.map_err(|e| anyhow_like::Error(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr().map_err(|e| anyhow_like::Error(e.to_string()))?;
+    let app = http::router(AppState { engine: engine.clone(), options: Arc::new(options.http.clone()) });
+    tracing::info!(%local, store = backend.store.kind(), workers = options.workers, "switchyard started");
+    // Tests and scripts read this line to learn the port when started with --port 0.
+    println!("switchyard listening on http://{local}");
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+        })
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing running turns");
+    shutdown.cancel();
+    engine.backend().queue.close();
+    let grace = options.shutdown_grace;
+    if tokio::time::timeout(grace, futures::future::join_all(workers)).await.is_err() {
+        tracing::warn!("turns still running after {grace:?}; they resume at the next start");
+    }
+    engine.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    Ok(())
+}
+
+fn spawn_sweeper(store: Arc<dyn store::TaskStore>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match store.sweep_expired(crate::clock::now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "removed expired tasks"),
+                Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+            }
+        }
+    });
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// A string error for the binary's top level.
+pub mod anyhow_like {
+    /// A message for the operator.
+    #[derive(Debug)]
+    pub struct Error(pub String);
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+    /// Result with a message error.
+    pub type Result<T> = std::result::Result<T, Error>;
+}

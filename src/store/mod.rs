@@ -1,0 +1,205 @@
+//! Backend-neutral storage: tasks and their event logs, push configs, the job queue and the event
+//! bus. The engine talks only to these traits; `embedded` (redb, the zero-setup default) and later
+//! `redis` implement them, and one contract suite (`tests/store_contract.rs`) runs against each.
+//!
+//! The central operation is [`TaskStore::apply`]: one [`Change`] to one task, applied atomically
+//! with its event-log append and its queue side effects, then published on the bus only after it
+//! is visible to readers. Publishing after the write is what lets a subscriber take a snapshot
+//! and follow live events without gaps: subscribe first, read, then skip events the snapshot has.
+
+pub mod embedded;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{Artifact, Message, PushNotificationConfig, StreamEvent, Task, TaskStatus};
+
+/// What went wrong in a backend, in terms the engine can act on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("Task {0} not found")]
+    TaskNotFound(String),
+    /// The change needs a live task but the task is terminal.
+    #[error("Task {id} is in terminal state {state}")]
+    TaskTerminal { id: String, state: &'static str },
+    /// The change is not allowed in the task's current state.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Task {0} already exists")]
+    TaskExists(String),
+    /// The backend is unusable (I/O error, connection lost).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A task as stored: the wire task plus what the engine needs to run it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredTask {
+    pub task: Task,
+    /// Agent that runs the task.
+    pub agent: String,
+    /// Sequence number of the last event in the task's log.
+    pub seq: u64,
+    /// Job currently queued or running for this task, if any.
+    #[serde(default)]
+    pub job_id: Option<String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// One turn of a task to run: queued durably, leased by a worker, acknowledged when the turn ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub task_id: String,
+    pub agent: String,
+    /// 1 for the first run; incremented on every retry or recovery.
+    pub attempt: u32,
+    /// Number of artifacts before this turn: a retry drops what a failed attempt produced.
+    pub artifacts_base: usize,
+    /// Event sequence at which this turn started: a retry drops the failed attempt's events.
+    pub base_seq: u64,
+    pub enqueued_ms: u64,
+    /// Error of the previous attempt, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A logged event with its position in the task's log.
+#[derive(Debug, Clone)]
+pub struct LoggedEvent {
+    pub seq: u64,
+    pub event: StreamEvent,
+}
+
+/// A change to one task. Each produces exactly one logged event.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A new task with its first user message; queues `job`. A push config sent with the
+    /// message is stored in the same write, so it sees the very first status.
+    Create { task: Task, agent: String, job: Job, push_config: Option<PushNotificationConfig> },
+    /// A user message that continues an interrupted task; queues `job`.
+    Continue { task_id: String, message: Message, job: Job, push_config: Option<PushNotificationConfig> },
+    /// A worker starts (or retries) the job's turn: state `working`. On a retry the artifacts
+    /// and events of the failed attempt are dropped so clients never see chunks twice.
+    StartTurn { job: Job },
+    /// A status change; `ack_job` removes the finished job from the queue in the same write.
+    Status { task_id: String, status: TaskStatus, is_final: bool, ack_job: Option<String> },
+    /// An artifact chunk.
+    Artifact { task_id: String, artifact: Artifact, append: bool, last_chunk: bool },
+    /// Cancel a live task: state `canceled`, its job (if any) leaves the queue.
+    Cancel { task_id: String },
+}
+
+impl Change {
+    /// The task this change applies to.
+    pub fn task_id(&self) -> &str {
+        match self {
+            Change::Create { task, .. } => &task.id,
+            Change::Continue { task_id, .. }
+            | Change::Status { task_id, .. }
+            | Change::Artifact { task_id, .. }
+            | Change::Cancel { task_id } => task_id,
+            Change::StartTurn { job } => &job.task_id,
+        }
+    }
+
+    /// Changes that a client is told about synchronously must survive a crash before we answer;
+    /// intermediate progress (working, chunks) is re-produced by a retry if lost.
+    pub fn needs_sync(&self) -> bool {
+        match self {
+            Change::Create { .. } | Change::Continue { .. } | Change::Cancel { .. } => true,
+            Change::Status { is_final, status, .. } => *is_final || status.state.is_terminal(),
+            Change::StartTurn { .. } | Change::Artifact { .. } => false,
+        }
+    }
+}
+
+/// The outcome of an applied change.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub seq: u64,
+    pub event: StreamEvent,
+    /// The task after the change.
+    pub task: Arc<StoredTask>,
+    /// Push configs of the task (read in the same transaction), for status notifications.
+    pub push_configs: Vec<PushNotificationConfig>,
+}
+
+/// Durable task state and per-task event logs.
+#[async_trait]
+pub trait TaskStore: Send + Sync + 'static {
+    /// Applies one change atomically, appends its event, then publishes it on the bus.
+    async fn apply(&self, change: Change) -> Result<Applied, StoreError>;
+    /// The stored task.
+    async fn get_task(&self, task_id: &str) -> Result<Option<StoredTask>, StoreError>;
+    /// Logged events with a sequence number greater than `after`, oldest first.
+    async fn events_after(&self, task_id: &str, after: u64) -> Result<Vec<LoggedEvent>, StoreError>;
+    /// Stores a push config (replacing one with the same id); the task must exist.
+    async fn set_push_config(&self, task_id: &str, config: PushNotificationConfig) -> Result<(), StoreError>;
+    /// All push configs of a task; the task must exist.
+    async fn push_configs(&self, task_id: &str) -> Result<Vec<PushNotificationConfig>, StoreError>;
+    /// Deletes one push config; false when there was none with that id.
+    async fn delete_push_config(&self, task_id: &str, config_id: &str) -> Result<bool, StoreError>;
+    /// Deletes terminal tasks whose retention ended before `now_ms`; returns how many.
+    async fn sweep_expired(&self, now_ms: u64) -> Result<usize, StoreError>;
+    /// Checks that the backend answers.
+    async fn health(&self) -> Result<(), StoreError>;
+    /// Short name for `/health` (`embedded`, `memory`, `redis`).
+    fn kind(&self) -> &'static str;
+}
+
+/// Counts for `/admin/queue/stats`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueStats {
+    pub pending: u64,
+    pub running: u64,
+    pub dead_letter: u64,
+}
+
+/// A dead-lettered job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub job: Job,
+    pub error: String,
+    pub failed_ms: u64,
+}
+
+/// At-least-once job queue. Jobs enter through [`Change::Create`] / [`Change::Continue`] (so a
+/// task and its job are written together) and leave through an acknowledging change.
+#[async_trait]
+pub trait TaskQueue: Send + Sync + 'static {
+    /// Waits for the next job to run; `None` once the queue is shut down.
+    async fn next(&self) -> Option<Job>;
+    /// Schedules another attempt after `delay_ms`, recording the error.
+    async fn retry(&self, job: Job, error: String, delay_ms: u64) -> Result<(), StoreError>;
+    /// Drops a job that has nothing left to run (its task was canceled or superseded).
+    async fn discard(&self, job: &Job);
+    /// Moves a job that exhausted its attempts to the dead-letter queue and fails its task.
+    async fn dead_letter(&self, job: Job, error: String) -> Result<Applied, StoreError>;
+    /// Re-queues jobs that were queued or running when the process stopped; called once at start.
+    /// Jobs past `max_attempts` are dead-lettered instead. Returns (requeued, dead-lettered).
+    async fn recover(&self, max_attempts: u32) -> Result<(usize, usize), StoreError>;
+    /// Queue counts.
+    async fn stats(&self) -> Result<QueueStats, StoreError>;
+    /// Stops handing out jobs (graceful shutdown).
+    fn close(&self);
+}
+
+/// Live fan-out of applied events to subscribers.
+pub trait EventBus: Send + Sync + 'static {
+    /// Follows the events of one task from now on.
+    fn subscribe(&self, task_id: &str) -> tokio::sync::broadcast::Receiver<Arc<LoggedEvent>>;
+    /// Number of open subscriptions (for metrics).
+    fn subscriptions(&self) -> usize;
+}
+
+/// A backend: the three facets, chosen once from configuration.
+#[derive(Clone)]
+pub struct Backend {
+    pub store: Arc<dyn TaskStore>,
+    pub queue: Arc<dyn TaskQueue>,
+    pub bus: Arc<dyn EventBus>,
+}
