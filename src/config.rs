@@ -140,10 +140,8 @@ pub struct ConfigError {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.display().to_string(),
-            message: format!("cannot read: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError { path: path.display().to_string(), message: format!("cannot read: {e}") })?;
         Config::parse(&text)
     }
 
@@ -154,7 +152,9 @@ impl Config {
             let path = e.path().to_string();
             let inner = e.into_inner();
             let message = match inner.location() {
-                Some(loc) => format!("{} (line {}, column {})", strip_location(&inner.to_string()), loc.line(), loc.column()),
+                Some(loc) => {
+                    format!("{} (line {}, column {})", strip_location(&inner.to_string()), loc.line(), loc.column())
+                }
                 None => inner.to_string(),
             };
             ConfigError { path: if path == "." { "config".into() } else { path }, message }
@@ -212,9 +212,7 @@ fn strip_location(message: &str) -> &str {
 
 /// Agent names are URL path segments: 1-64 of letters, digits, `-`, `_`.
 pub fn is_valid_agent_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]

@@ -117,7 +117,11 @@ fn run(args: ServeArgs) -> ExitCode {
         workers,
         max_attempts: args.max_attempts.max(1),
         task_ttl: args.task_ttl,
-        http: HttpOptions { public_url: args.public_url, max_body_bytes: args.max_body_bytes, cors_origins: args.cors_origins },
+        http: HttpOptions {
+            public_url: args.public_url,
+            max_body_bytes: args.max_body_bytes,
+            cors_origins: args.cors_origins,
+        },
         shutdown_grace: args.shutdown_grace,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -37,7 +37,11 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
         backend.clone(),
         agents,
         PushDelivery::new(RetryPolicy::default()),
-        EngineOptions { workers: options.workers, max_attempts: options.max_attempts, retry_base: Duration::from_millis(500) },
+        EngineOptions {
+            workers: options.workers,
+            max_attempts: options.max_attempts,
+            retry_base: Duration::from_millis(500),
+        },
     );
     let workers = engine.start().await.map_err(|e| anyhow_like::Error(format!("cannot recover jobs: {e}")))?;
     spawn_sweeper(backend.store.clone());
@@ -45,7 +49,8 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
     let addr: SocketAddr = format!("{}:{}", options.host, options.port)
         .parse()
         .map_err(|e| anyhow_like::Error(format!("invalid listen address {}:{}: {e}", options.host, options.port)))?;
-    let listener = TcpListener::bind(addr).await.map_err(|e| anyhow_like::Error(format!("cannot listen on {addr}: {e}")))?;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|e| anyhow_like::Error(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(|e| anyhow_like::Error(e.to_string()))?;
     let app = http::router(AppState { engine: engine.clone(), options: Arc::new(options.http.clone()) });
     tracing::info!(%local, store = backend.store.kind(), workers = options.workers, "switchyard started");

@@ -91,7 +91,8 @@ impl AgentExecutor for Echo {
             extensions: None,
             metadata: None,
         };
-        let done = futures::stream::once(async move { Ok(AgentEvent::Done { state: end_state, message: Some(reply) }) });
+        let done =
+            futures::stream::once(async move { Ok(AgentEvent::Done { state: end_state, message: Some(reply) }) });
         artifacts.chain(done).boxed()
     }
 }

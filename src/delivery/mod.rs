@@ -83,7 +83,13 @@ impl PushDelivery {
             match request.send().await {
                 Ok(response) if response.status().is_success() => return,
                 Ok(response) => {
-                    tracing::warn!(task_id, url = config.url, status = response.status().as_u16(), attempt, "push notification refused")
+                    tracing::warn!(
+                        task_id,
+                        url = config.url,
+                        status = response.status().as_u16(),
+                        attempt,
+                        "push notification refused"
+                    )
                 }
                 Err(e) => tracing::warn!(task_id, url = config.url, error = %e, attempt, "push notification failed"),
             }

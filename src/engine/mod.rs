@@ -148,7 +148,12 @@ impl Engine {
                 }
                 message.context_id = Some(stored.task.context_id.clone());
                 let push_config = push_config.map(|c| with_default_id(c, &task_id));
-                Change::Continue { task_id: task_id.clone(), message, job: new_job(job_id, &task_id, agent), push_config }
+                Change::Continue {
+                    task_id: task_id.clone(),
+                    message,
+                    job: new_job(job_id, &task_id, agent),
+                    push_config,
+                }
             }
             None => {
                 let task_id = uuid::Uuid::new_v4().to_string();
@@ -196,7 +201,10 @@ impl Engine {
     }
 
     /// Follows a task: its current snapshot plus live events newer than the snapshot.
-    pub async fn follow(&self, task_id: &str) -> Result<(StoredTask, broadcast::Receiver<Arc<LoggedEvent>>), EngineError> {
+    pub async fn follow(
+        &self,
+        task_id: &str,
+    ) -> Result<(StoredTask, broadcast::Receiver<Arc<LoggedEvent>>), EngineError> {
         let events = self.inner.backend.bus.subscribe(task_id);
         let stored = self.task(task_id).await?;
         Ok((stored, events))
@@ -253,7 +261,8 @@ impl Engine {
             return self.dead_letter(job, error).await;
         };
         let task = applied.task.task.clone();
-        let message = task.history.as_ref().and_then(|h| h.iter().rev().find(|m| m.role == crate::protocol::Role::User)).cloned();
+        let message =
+            task.history.as_ref().and_then(|h| h.iter().rev().find(|m| m.role == crate::protocol::Role::User)).cloned();
         let Some(message) = message else {
             return self.dead_letter(job, "task has no user message".into()).await;
         };
@@ -261,7 +270,9 @@ impl Engine {
         if let Ok(mut running) = self.inner.running.lock() {
             running.insert(task_id.clone(), cancel.clone());
         }
-        let outcome = self.drive(&job, agent.executor.execute(RequestContext { task, message, cancel: cancel.clone() }), &cancel).await;
+        let outcome = self
+            .drive(&job, agent.executor.execute(RequestContext { task, message, cancel: cancel.clone() }), &cancel)
+            .await;
         if let Ok(mut running) = self.inner.running.lock() {
             running.remove(&task_id);
         }
@@ -308,7 +319,9 @@ impl Engine {
             match self.inner.backend.store.apply(change).await {
                 Ok(applied) => self.notify(&applied),
                 // Canceled meanwhile: the cancel already acknowledged the job.
-                Err(StoreError::TaskTerminal { .. }) | Err(StoreError::TaskNotFound(_)) => return Err(TurnError::Stopped),
+                Err(StoreError::TaskTerminal { .. }) | Err(StoreError::TaskNotFound(_)) => {
+                    return Err(TurnError::Stopped)
+                }
                 Err(e) => return Err(TurnError::Agent(e.to_string())),
             }
             if is_final {

@@ -3,11 +3,11 @@
 //! atomic write, so the rules live in exactly one place.
 
 use crate::clock::now_ms;
-use crate::protocol::{
-    Artifact, ArtifactUpdateKind, StatusUpdateKind, StreamEvent, TaskArtifactUpdateEvent, TaskState,
-    TaskStatus, TaskStatusUpdateEvent,
-};
 use crate::protocol::PushNotificationConfig;
+use crate::protocol::{
+    Artifact, ArtifactUpdateKind, StatusUpdateKind, StreamEvent, TaskArtifactUpdateEvent, TaskState, TaskStatus,
+    TaskStatusUpdateEvent,
+};
 use crate::store::{Change, Job, StoreError, StoredTask};
 
 /// Queue and log side effects a backend performs in the same write as the task.
@@ -38,14 +38,8 @@ pub fn transition(
             if current.is_some() {
                 return Err(StoreError::TaskExists(task.id));
             }
-            let mut stored = StoredTask {
-                task,
-                agent,
-                seq: 0,
-                job_id: Some(job.id.clone()),
-                created_ms: now,
-                updated_ms: now,
-            };
+            let mut stored =
+                StoredTask { task, agent, seq: 0, job_id: Some(job.id.clone()), created_ms: now, updated_ms: now };
             stored.seq = 1;
             let mut job = job;
             job.base_seq = 1;
@@ -74,7 +68,10 @@ pub fn transition(
         Change::StartTurn { job } => {
             let mut stored = live(current, &job.task_id)?;
             if stored.job_id.as_deref() != Some(job.id.as_str()) {
-                return Err(StoreError::Conflict(format!("job {} is no longer current for task {}", job.id, job.task_id)));
+                return Err(StoreError::Conflict(format!(
+                    "job {} is no longer current for task {}",
+                    job.id, job.task_id
+                )));
             }
             if job.attempt > 1 {
                 if let Some(artifacts) = stored.task.artifacts.as_mut() {

@@ -106,5 +106,6 @@ async fn task_events(
         }
         Err(e) => return HttpError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     };
-    sse(events.map(|e| to_sse(&Value::Null, StreamItem { seq: Some(e.seq), payload: rpc::raw(&e.event) }))).into_response()
+    sse(events.map(|e| to_sse(&Value::Null, StreamItem { seq: Some(e.seq), payload: rpc::raw(&e.event) })))
+        .into_response()
 }

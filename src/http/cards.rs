@@ -26,7 +26,8 @@ pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(url) = &state.options.public_url {
         return url.trim_end_matches('/').to_string();
     }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or("").trim());
+    let header =
+        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or("").trim());
     let proto = header("x-forwarded-proto").filter(|p| *p == "https" || *p == "http").unwrap_or("http");
     let host = header("x-forwarded-host").or_else(|| header("host")).filter(|h| !h.is_empty()).unwrap_or("localhost");
     format!("{proto}://{host}")
@@ -94,10 +95,7 @@ async fn card(
 async fn list(State(state): State<AppState>, headers: HeaderMap) -> Json<serde_json::Value> {
     let base = base_url(&state, &headers);
     let agents = state.engine.agents();
-    let cards: Vec<AgentCard> = agents
-        .iter()
-        .filter(|a| a.config.visibility != Visibility::Private)
-        .map(|a| agent_card(a, &base))
-        .collect();
+    let cards: Vec<AgentCard> =
+        agents.iter().filter(|a| a.config.visibility != Visibility::Private).map(|a| agent_card(a, &base)).collect();
     Json(json!({"total": cards.len(), "agents": cards}))
 }

@@ -123,10 +123,7 @@ macro_rules! kind_marker {
                 if s == $value {
                     Ok($name)
                 } else {
-                    Err(serde::de::Error::custom(format!(
-                        "kind must be \"{}\", got \"{}\"",
-                        $value, s
-                    )))
+                    Err(serde::de::Error::custom(format!("kind must be \"{}\", got \"{}\"", $value, s)))
                 }
             }
         }

@@ -76,7 +76,10 @@ pub async fn handle(ctx: &RpcContext, body: &[u8]) -> Answer {
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
-            return Answer::Json(response(&Value::Null, &Err(RpcError::new(error::PARSE_ERROR, format!("Parse error: {e}")))))
+            return Answer::Json(response(
+                &Value::Null,
+                &Err(RpcError::new(error::PARSE_ERROR, format!("Parse error: {e}"))),
+            ))
         }
     };
     match value {
@@ -92,7 +95,9 @@ pub async fn handle(ctx: &RpcContext, body: &[u8]) -> Answer {
                 }
                 let bytes = match call(ctx, item, true).await {
                     Called::Done(id, outcome) => response(&id, &outcome),
-                    Called::Stream(id, _) => response(&id, &Err(RpcError::invalid_request("streaming methods cannot be batched"))),
+                    Called::Stream(id, _) => {
+                        response(&id, &Err(RpcError::invalid_request("streaming methods cannot be batched")))
+                    }
                 };
                 out.extend_from_slice(&bytes);
             }
@@ -123,7 +128,10 @@ async fn call(ctx: &RpcContext, request: Value, in_batch: bool) -> Called {
         Some(other) => {
             return Called::Done(
                 Value::Null,
-                Err(RpcError::invalid_request(format!("id must be a string, a number or null, got {}", params::type_name(&other)))),
+                Err(RpcError::invalid_request(format!(
+                    "id must be a string, a number or null, got {}",
+                    params::type_name(&other)
+                ))),
             )
         }
     };
@@ -137,7 +145,10 @@ async fn call(ctx: &RpcContext, request: Value, in_batch: bool) -> Called {
     let method = match map.remove("method") {
         Some(Value::String(m)) => m,
         Some(other) => {
-            return Called::Done(id, Err(RpcError::invalid_request(format!("method must be a string, got {}", params::type_name(&other)))))
+            return Called::Done(
+                id,
+                Err(RpcError::invalid_request(format!("method must be a string, got {}", params::type_name(&other)))),
+            )
         }
         None => return Called::Done(id, Err(RpcError::invalid_request("method is required"))),
     };
@@ -154,7 +165,10 @@ async fn call(ctx: &RpcContext, request: Value, in_batch: bool) -> Called {
         "agent/getAuthenticatedExtendedCard" => extended_card::handle(ctx, params).await,
         "message/stream" | "tasks/resubscribe" => {
             if in_batch {
-                return Called::Done(id, Err(RpcError::invalid_request(format!("{method} streams and cannot be batched"))));
+                return Called::Done(
+                    id,
+                    Err(RpcError::invalid_request(format!("{method} streams and cannot be batched"))),
+                );
             }
             let started = if method == "message/stream" {
                 stream::handle(ctx, params).await

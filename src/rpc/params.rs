@@ -35,7 +35,9 @@ pub fn required_str(map: &Map<String, Value>, key: &str, path: &str) -> Result<S
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
         Some(Value::String(_)) => Err(RpcError::invalid_params(format!("{path}.{key} must not be empty"))),
         None | Some(Value::Null) => Err(RpcError::invalid_params(format!("{path}.{key} is required"))),
-        Some(other) => Err(RpcError::invalid_params(format!("{path}.{key} must be a string, got {}", type_name(other)))),
+        Some(other) => {
+            Err(RpcError::invalid_params(format!("{path}.{key} must be a string, got {}", type_name(other))))
+        }
     }
 }
 
@@ -44,7 +46,9 @@ pub fn optional_object(map: &mut Map<String, Value>, key: &str, path: &str) -> R
     match map.remove(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v @ Value::Object(_)) => Ok(Some(v)),
-        Some(other) => Err(RpcError::invalid_params(format!("{path}.{key} must be an object, got {}", type_name(&other)))),
+        Some(other) => {
+            Err(RpcError::invalid_params(format!("{path}.{key} must be an object, got {}", type_name(&other))))
+        }
     }
 }
 
@@ -184,7 +188,8 @@ mod tests {
 
     #[test]
     fn missing_kinds_are_inferred() {
-        let m = message(Some(json!({"messageId": "m", "role": "user", "parts": [{"text": "hi"}]})), "params.message").unwrap();
+        let m = message(Some(json!({"messageId": "m", "role": "user", "parts": [{"text": "hi"}]})), "params.message")
+            .unwrap();
         assert_eq!(m.text(), "hi");
     }
 
@@ -196,8 +201,9 @@ mod tests {
 
     #[test]
     fn unknown_part_kind_is_rejected() {
-        let e = message(Some(json!({"messageId": "m", "role": "user", "parts": [{"kind": "video"}]})), "params.message")
-            .unwrap_err();
+        let e =
+            message(Some(json!({"messageId": "m", "role": "user", "parts": [{"kind": "video"}]})), "params.message")
+                .unwrap_err();
         assert!(e.message.contains("unknown part kind \"video\""), "{}", e.message);
     }
 

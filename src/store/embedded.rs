@@ -21,8 +21,8 @@ use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefi
 use tokio::sync::{broadcast, oneshot};
 
 use super::{
-    Applied, Backend, Change, DeadLetter, EventBus, Job, LoggedEvent, QueueStats, StoreError, StoredTask,
-    TaskQueue, TaskStore,
+    Applied, Backend, Change, DeadLetter, EventBus, Job, LoggedEvent, QueueStats, StoreError, StoredTask, TaskQueue,
+    TaskStore,
 };
 use crate::clock::now_ms;
 use crate::engine::state::transition;
@@ -41,9 +41,8 @@ const MAX_BATCH: usize = 512;
 /// Opens the embedded backend in `data_dir` (`:memory:` for a throwaway in-memory store).
 pub fn open(data_dir: &str, task_ttl: Duration) -> Result<Backend, StoreError> {
     let (db, kind) = if data_dir == ":memory:" {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(unavailable)?;
+        let db =
+            Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(unavailable)?;
         (db, "memory")
     } else {
         std::fs::create_dir_all(data_dir)
@@ -66,7 +65,8 @@ pub fn open(data_dir: &str, task_ttl: Duration) -> Result<Backend, StoreError> {
     let bus = Arc::new(LocalBus::default());
     let (ready_tx, ready_rx) = async_channel::unbounded();
     let (ops_tx, ops_rx) = mpsc::channel::<Op>();
-    let writer = Writer { db: db.clone(), bus: bus.clone(), ready: ready_tx.clone(), task_ttl_ms: task_ttl.as_millis() as u64 };
+    let writer =
+        Writer { db: db.clone(), bus: bus.clone(), ready: ready_tx.clone(), task_ttl_ms: task_ttl.as_millis() as u64 };
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || writer.run(ops_rx))
@@ -345,11 +345,8 @@ impl Writer {
 }
 
 fn remove_prefix_events(events: &mut redb::Table<(&str, u64), &[u8]>, id: &str) -> Result<(), redb::Error> {
-    let seqs: Vec<u64> = events
-        .range((id, 0u64)..=(id, u64::MAX))?
-        .map_while(|e| e.ok())
-        .map(|(k, _)| k.value().1)
-        .collect();
+    let seqs: Vec<u64> =
+        events.range((id, 0u64)..=(id, u64::MAX))?.map_while(|e| e.ok()).map(|(k, _)| k.value().1).collect();
     for seq in seqs {
         events.remove((id, seq))?;
     }

@@ -14,13 +14,17 @@ use super::{raw, StreamItem};
 use crate::store::LoggedEvent;
 
 /// Turns followed events into stream items.
-fn stream_items(events: futures::stream::BoxStream<'static, LoggedEvent>) -> futures::stream::BoxStream<'static, StreamItem> {
+fn stream_items(
+    events: futures::stream::BoxStream<'static, LoggedEvent>,
+) -> futures::stream::BoxStream<'static, StreamItem> {
     events.map(|e| StreamItem { seq: Some(e.seq), payload: raw(&e.event) }).boxed()
 }
 
-
 /// The task, if it belongs to the agent addressed by the URL (another agent's task is not found).
-async fn owned_task(ctx: &super::RpcContext, task_id: &str) -> Result<crate::store::StoredTask, super::error::RpcError> {
+async fn owned_task(
+    ctx: &super::RpcContext,
+    task_id: &str,
+) -> Result<crate::store::StoredTask, super::error::RpcError> {
     let stored = ctx.engine.task(task_id).await?;
     if stored.agent != ctx.agent {
         return Err(super::error::RpcError::task_not_found(task_id));

@@ -11,7 +11,9 @@ use crate::rpc::{params, raw, Outcome, RpcContext};
 pub fn check_url(url: &str, path: &str) -> Result<(), RpcError> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        Ok(u) => Err(RpcError::invalid_params(format!("{path} must be an http or https URL, got scheme {}", u.scheme()))),
+        Ok(u) => {
+            Err(RpcError::invalid_params(format!("{path} must be an http or https URL, got scheme {}", u.scheme())))
+        }
         Err(e) => Err(RpcError::invalid_params(format!("{path} is not a valid URL: {e}"))),
     }
 }
@@ -33,7 +35,12 @@ pub async fn set(ctx: &RpcContext, params: Option<Value>) -> Outcome {
         config.id = Some(task_id.clone());
     }
     super::owned_task(ctx, &task_id).await?;
-    ctx.engine.backend().store.set_push_config(&task_id, config.clone()).await.map_err(crate::engine::EngineError::from)?;
+    ctx.engine
+        .backend()
+        .store
+        .set_push_config(&task_id, config.clone())
+        .await
+        .map_err(crate::engine::EngineError::from)?;
     raw(&bound(&task_id, config))
 }
 
@@ -85,8 +92,13 @@ pub async fn delete(ctx: &RpcContext, params: Option<Value>) -> Outcome {
     let task_id = params::task_id(&map)?;
     let config_id = params::required_str(&map, "pushNotificationConfigId", "params")?;
     super::owned_task(ctx, &task_id).await?;
-    let deleted =
-        ctx.engine.backend().store.delete_push_config(&task_id, &config_id).await.map_err(crate::engine::EngineError::from)?;
+    let deleted = ctx
+        .engine
+        .backend()
+        .store
+        .delete_push_config(&task_id, &config_id)
+        .await
+        .map_err(crate::engine::EngineError::from)?;
     if !deleted {
         return Err(RpcError::new(
             crate::rpc::error::TASK_NOT_FOUND,

@@ -26,7 +26,9 @@ pub fn parse(params: Option<Value>) -> Result<SendParams, RpcError> {
     };
     let history_length = match configuration.history_length {
         Some(n) if n < 0 => {
-            return Err(RpcError::invalid_params(format!("params.configuration.historyLength must not be negative, got {n}")))
+            return Err(RpcError::invalid_params(format!(
+                "params.configuration.historyLength must not be negative, got {n}"
+            )))
         }
         other => other.map(|n| n as usize),
     };

@@ -13,6 +13,7 @@ pub async fn handle(ctx: &RpcContext, params: Option<Value>) -> Streamed {
     let submitted = ctx.engine.submit(&ctx.agent, p.message, p.push_config, p.metadata).await?;
     let applied = submitted.applied;
     let first = LoggedEvent { seq: applied.seq, event: applied.event };
-    let events = follow(ctx.engine.clone(), applied.task.task.id.clone(), submitted.events, vec![first], applied.seq, true);
+    let events =
+        follow(ctx.engine.clone(), applied.task.task.id.clone(), submitted.events, vec![first], applied.seq, true);
     Ok(super::stream_items(events))
 }

@@ -1,0 +1,33 @@
+# switchyard: `make run` starts the server on its embedded store; `make test` runs every test.
+CARGO ?= cargo
+BIN := target/release/switchyard
+
+.PHONY: run build test unit conformance bench lint fmt
+
+## Run the server with ./config.yaml and the embedded store in ./data.
+run:
+	$(CARGO) run --release -- serve
+
+## One release build serves the binary, the Rust tests, conformance and the benchmark.
+build:
+	$(CARGO) build --release --locked
+
+## Every test: Rust unit and integration tests, then the official-SDK conformance suite.
+test: build unit conformance
+
+unit:
+	$(CARGO) test --release --locked
+
+conformance: build
+	conformance/run.sh $(BIN)
+
+## Load benchmark side by side with the official SDK servers (not part of CI).
+bench: build
+	bench/run.sh $(BIN)
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
