@@ -159,6 +159,24 @@ impl Server {
         SseReader::new(response)
     }
 
+    /// An absolute URL on the server for `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GETs `path` and returns (status, JSON body), panicking when the body is not JSON.
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.expect("GET");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {text}")))
+    }
+
+    /// POSTs a JSON-RPC request object (or batch) to an agent; returns (status, JSON body).
+    pub async fn post_json(&self, agent: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(agent, body.to_string()).await
+    }
+
     /// Kills the process with SIGKILL (no chance to flush or clean up).
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -235,6 +253,11 @@ impl SseReader {
         let content_type =
             response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         SseReader { status, content_type, response, buffer: String::new(), comments: Vec::new() }
+    }
+
+    /// Wraps any streaming response (for example a browser-style `GET .../events`).
+    pub fn from_response(response: reqwest::Response) -> Self {
+        SseReader::new(response)
     }
 
     /// The next event, or None when the stream ended. Panics after 20 s without one.

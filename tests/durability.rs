@@ -1,0 +1,132 @@
+//! Durability of the embedded store across process deaths: what a client was told survives
+//! `kill -9`, interrupted turns are re-run (without duplicated chunks) and dead-lettered after
+//! the last attempt, and SIGTERM finishes running work.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+/// Agent whose turns take a while (30 words × 50 ms).
+const LONG_TEXT: &str = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen \
+                         sixteen seventeen eighteen nineteen twenty twentyone twentytwo twentythree twentyfour \
+                         twentyfive twentysix twentyseven twentyeight twentynine thirty";
+
+fn artifact_text(task: &serde_json::Value) -> String {
+    task["artifacts"]
+        .as_array()
+        .map(|a| a.iter().flat_map(|a| a["parts"].as_array().cloned().unwrap_or_default()))
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["text"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn acknowledged_tasks_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(CONFIG, dir.path().to_str().unwrap(), &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let task = server.send_text("done", &format!("message {i}")).await;
+        assert_eq!(task["status"]["state"], "completed");
+        ids.push(task["id"].as_str().unwrap().to_string());
+    }
+    let pending = server
+        .result(
+            "slow",
+            "message/send",
+            json!({"message": user_message(LONG_TEXT), "configuration": {"blocking": false}}),
+        )
+        .await;
+    server.kill9();
+
+    let server = server.restart(&[]);
+    for (i, id) in ids.iter().enumerate() {
+        let task = server.result("done", "tasks/get", json!({"id": id})).await;
+        assert_eq!(task["status"]["state"], "completed");
+        assert_eq!(artifact_text(&task), format!("message {i}"));
+    }
+    // The non-blocking task was acknowledged as submitted: it runs to its end after the restart.
+    let task = wait_for_state(&server, "slow", pending["id"].as_str().unwrap(), "input-required").await;
+    assert_eq!(artifact_text(&task), LONG_TEXT, "re-run turn must not duplicate chunks");
+}
+
+#[tokio::test]
+async fn turn_interrupted_by_kill_9_is_rerun_without_duplicate_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(CONFIG, dir.path().to_str().unwrap(), &[]).await;
+    let mut stream =
+        server.open_stream("slow", "message/stream", json!({"message": user_message(LONG_TEXT)}), None).await;
+    let first = stream.next().await.expect("Task event");
+    let task_id = result_of(&first)["id"].as_str().unwrap().to_string();
+    // Let a few chunks go out, then kill the process mid-turn.
+    for _ in 0..5 {
+        stream.next().await.expect("event");
+    }
+    server.kill9();
+
+    let server = server.restart(&[]);
+    let task = wait_for_state(&server, "slow", &task_id, "input-required").await;
+    assert_eq!(artifact_text(&task), LONG_TEXT);
+    // The log replayed from the start holds each chunk once.
+    let mut replay = server.open_stream("slow", "tasks/resubscribe", json!({"id": task_id}), Some(0)).await;
+    let chunks: String = replay
+        .collect()
+        .await
+        .iter()
+        .filter(|e| result_of(e)["kind"] == "artifact-update")
+        .map(|e| result_of(e)["artifact"]["parts"][0]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(chunks, LONG_TEXT);
+}
+
+#[tokio::test]
+async fn turn_that_keeps_dying_is_failed_after_max_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(CONFIG, dir.path().to_str().unwrap(), &["--max-attempts", "2"]).await;
+    let task = server
+        .result(
+            "slow",
+            "message/send",
+            json!({"message": user_message(LONG_TEXT), "configuration": {"blocking": false}}),
+        )
+        .await;
+    let task_id = task["id"].as_str().unwrap().to_string();
+    wait_for_state(&server, "slow", &task_id, "working").await;
+    server.kill9();
+    // Attempt 2 starts after this restart; kill it mid-turn too.
+    let mut server = server.restart(&["--max-attempts", "2"]);
+    wait_for_state(&server, "slow", &task_id, "working").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.kill9();
+
+    let server = server.restart(&["--max-attempts", "2"]);
+    let task = wait_for_state(&server, "slow", &task_id, "failed").await;
+    let reason = task["status"]["message"]["parts"][0]["text"].as_str().unwrap_or_default();
+    assert!(reason.contains("attempts"), "failure says why: {reason}");
+}
+
+#[tokio::test]
+async fn sigterm_finishes_running_turns_before_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(CONFIG, dir.path().to_str().unwrap(), &[]).await;
+    let task = server
+        .result(
+            "slow",
+            "message/send",
+            json!({"message": user_message(LONG_TEXT), "configuration": {"blocking": false}}),
+        )
+        .await;
+    let task_id = task["id"].as_str().unwrap().to_string();
+    wait_for_state(&server, "slow", &task_id, "working").await;
+    let status = server.terminate();
+    assert!(status.success(), "graceful exit: {status:?}");
+
+    let server = server.restart(&[]);
+    let task = server.result("slow", "tasks/get", json!({"id": task_id})).await;
+    assert_eq!(task["status"]["state"], "input-required", "the turn finished before the process exited");
+    assert_eq!(artifact_text(&task), LONG_TEXT);
+}

@@ -1,0 +1,279 @@
+//! The store/queue contract: every backend must pass these unchanged. Each test is written once
+//! against `Backend` and instantiated per backend by the `contract_tests!` macro at the bottom.
+
+use std::time::Duration;
+
+use switchyard::protocol::{
+    Artifact, Message, MessageKind, Part, PushNotificationConfig, Role, StreamEvent, Task, TaskKind, TaskState,
+    TaskStatus,
+};
+use switchyard::store::{Backend, Change, Job, StoreError};
+
+fn message(text: &str, task_id: &str) -> Message {
+    Message {
+        kind: MessageKind,
+        message_id: format!("m-{text}"),
+        role: Role::User,
+        parts: vec![Part::text(text)],
+        task_id: Some(task_id.to_string()),
+        context_id: Some("ctx".into()),
+        reference_task_ids: None,
+        extensions: None,
+        metadata: None,
+    }
+}
+
+fn job(id: &str, task_id: &str) -> Job {
+    Job {
+        id: id.into(),
+        task_id: task_id.into(),
+        agent: "echo".into(),
+        attempt: 1,
+        artifacts_base: 0,
+        base_seq: 0,
+        enqueued_ms: 0,
+        last_error: None,
+    }
+}
+
+fn create(task_id: &str, job_id: &str) -> Change {
+    Change::Create {
+        task: Task {
+            kind: TaskKind,
+            id: task_id.into(),
+            context_id: "ctx".into(),
+            status: TaskStatus::now(TaskState::Submitted, None),
+            history: Some(vec![message("hello", task_id)]),
+            artifacts: None,
+            metadata: None,
+        },
+        agent: "echo".into(),
+        job: job(job_id, task_id),
+        push_config: None,
+    }
+}
+
+fn chunk(task_id: &str, text: &str, append: bool) -> Change {
+    Change::Artifact {
+        task_id: task_id.into(),
+        artifact: Artifact {
+            artifact_id: "a1".into(),
+            parts: vec![Part::text(text)],
+            name: None,
+            description: None,
+            extensions: None,
+            metadata: None,
+        },
+        append,
+        last_chunk: false,
+    }
+}
+
+fn finish(task_id: &str, job_id: &str, state: TaskState) -> Change {
+    Change::Status {
+        task_id: task_id.into(),
+        status: TaskStatus::now(state, None),
+        is_final: true,
+        ack_job: Some(job_id.into()),
+    }
+}
+
+async fn next_job(backend: &Backend) -> Job {
+    tokio::time::timeout(Duration::from_secs(5), backend.queue.next())
+        .await
+        .expect("a job within 5 s")
+        .expect("queue open")
+}
+
+async fn create_task_logs_it_and_queues_its_job(b: Backend) {
+    let applied = b.store.apply(create("t1", "j1")).await.unwrap();
+    assert_eq!(applied.seq, 1);
+    assert!(matches!(applied.event, StreamEvent::Task(_)));
+    let stored = b.store.get_task("t1").await.unwrap().expect("stored");
+    assert_eq!(stored.task.status.state, TaskState::Submitted);
+    assert_eq!(stored.job_id.as_deref(), Some("j1"));
+    let job = next_job(&b).await;
+    assert_eq!((job.id.as_str(), job.task_id.as_str(), job.base_seq), ("j1", "t1", 1));
+    assert!(matches!(b.store.apply(create("t1", "j2")).await, Err(StoreError::TaskExists(_))));
+}
+
+async fn changes_append_events_in_order(b: Backend) {
+    b.store.apply(create("t1", "j1")).await.unwrap();
+    let job = next_job(&b).await;
+    assert_eq!(b.store.apply(Change::StartTurn { job }).await.unwrap().seq, 2);
+    b.store.apply(chunk("t1", "hel", false)).await.unwrap();
+    b.store.apply(chunk("t1", "lo", true)).await.unwrap();
+    let done = b.store.apply(finish("t1", "j1", TaskState::Completed)).await.unwrap();
+    assert_eq!(done.seq, 5);
+    let events = b.store.events_after("t1", 0).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(b.store.events_after("t1", 3).await.unwrap().len(), 2);
+    let stored = b.store.get_task("t1").await.unwrap().unwrap();
+    let artifacts = stored.task.artifacts.unwrap();
+    assert_eq!(switchyard::protocol::parts_text(&artifacts[0].parts), "hello");
+    assert_eq!(stored.job_id, None);
+    assert_eq!(b.queue.stats().await.unwrap().pending, 0);
+}
+
+async fn terminal_tasks_reject_changes(b: Backend) {
+    b.store.apply(create("t1", "j1")).await.unwrap();
+    b.store.apply(finish("t1", "j1", TaskState::Completed)).await.unwrap();
+    let err = b.store.apply(chunk("t1", "x", false)).await.unwrap_err();
+    assert!(matches!(err, StoreError::TaskTerminal { state: "completed", .. }), "{err:?}");
+    let err = b.store.apply(Change::Cancel { task_id: "t1".into() }).await.unwrap_err();
+    assert!(matches!(err, StoreError::TaskTerminal { .. }), "{err:?}");
+    let err = b.store.apply(chunk("missing", "x", false)).await.unwrap_err();
+    assert!(matches!(err, StoreError::TaskNotFound(_)), "{err:?}");
+}
+
+async fn continue_needs_an_interrupted_task(b: Backend) {
+    b.store.apply(create("t1", "j1")).await.unwrap();
+    let cont = |job_id: &str| Change::Continue {
+        task_id: "t1".into(),
+        message: message("again", "t1"),
+        job: job(job_id, "t1"),
+        push_config: None,
+    };
+    assert!(matches!(b.store.apply(cont("j2")).await, Err(StoreError::Conflict(_))));
+    b.store.apply(finish("t1", "j1", TaskState::InputRequired)).await.unwrap();
+    let applied = b.store.apply(cont("j2")).await.unwrap();
+    assert_eq!(applied.task.task.history.as_ref().unwrap().len(), 2);
+    assert_eq!(applied.task.task.status.state, TaskState::Submitted);
+}
+
+async fn cancel_removes_the_queued_job(b: Backend) {
+    b.store.apply(create("t1", "j1")).await.unwrap();
+    let applied = b.store.apply(Change::Cancel { task_id: "t1".into() }).await.unwrap();
+    assert_eq!(applied.task.task.status.state, TaskState::Canceled);
+    assert_eq!(applied.task.job_id, None);
+    // The worker that picks the job up cannot start it any more.
+    let job = next_job(&b).await;
+    assert!(b.store.apply(Change::StartTurn { job: job.clone() }).await.is_err());
+    b.queue.discard(&job).await;
+    let stats = b.queue.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.running), (0, 0));
+}
+
+async fn push_configs_are_kept_per_task(b: Backend) {
+    let config = |id: &str| PushNotificationConfig {
+        id: Some(id.into()),
+        url: format!("http://127.0.0.1:9/{id}"),
+        token: None,
+        authentication: None,
+    };
+    assert!(matches!(b.store.set_push_config("t1", config("a")).await, Err(StoreError::TaskNotFound(_))));
+    b.store.apply(create("t1", "j1")).await.unwrap();
+    b.store.set_push_config("t1", config("a")).await.unwrap();
+    b.store.set_push_config("t1", config("b")).await.unwrap();
+    b.store.set_push_config("t1", config("b")).await.unwrap();
+    assert_eq!(b.store.push_configs("t1").await.unwrap().len(), 2);
+    // Status changes carry the configs, read in the same write.
+    let applied = b.store.apply(finish("t1", "j1", TaskState::InputRequired)).await.unwrap();
+    assert_eq!(applied.push_configs.len(), 2);
+    assert!(b.store.delete_push_config("t1", "a").await.unwrap());
+    assert!(!b.store.delete_push_config("t1", "a").await.unwrap());
+    assert_eq!(b.store.push_configs("t1").await.unwrap().len(), 1);
+}
+
+async fn retry_drops_the_failed_attempts_output(b: Backend) {
+    b.store.apply(create("t1", "j1")).await.unwrap();
+    let job = next_job(&b).await;
+    b.store.apply(Change::StartTurn { job: job.clone() }).await.unwrap();
+    b.store.apply(chunk("t1", "partial", false)).await.unwrap();
+    b.queue.retry(job, "boom".into(), 0).await.unwrap();
+    let retried = next_job(&b).await;
+    assert_eq!((retried.attempt, retried.last_error.as_deref()), (2, Some("boom")));
+    let applied = b.store.apply(Change::StartTurn { job: retried }).await.unwrap();
+    assert!(applied.task.task.artifacts.as_ref().is_none_or(|a| a.is_empty()));
+    let seqs: Vec<u64> = b.store.events_after("t1", 0).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, applied.seq], "the failed attempt's events are gone");
+}
+
+async fn dead_letter_fails_the_task(b: Backend) {
+    b.store.apply(create("t1", "j1")).await.unwrap();
+    let job = next_job(&b).await;
+    let applied = b.queue.dead_letter(job, "always fails".into()).await.unwrap();
+    assert_eq!(applied.task.task.status.state, TaskState::Failed);
+    let text = applied.task.task.status.message.as_ref().map(|m| m.text()).unwrap_or_default();
+    assert!(text.contains("always fails"), "{text}");
+    let stats = b.queue.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.running, stats.dead_letter), (0, 0, 1));
+}
+
+async fn expired_terminal_tasks_are_swept(b: Backend) {
+    b.store.apply(create("t1", "j1")).await.unwrap();
+    b.store.apply(finish("t1", "j1", TaskState::Completed)).await.unwrap();
+    b.store.apply(create("t2", "j2")).await.unwrap();
+    assert_eq!(b.store.sweep_expired(0).await.unwrap(), 0);
+    let far_future = switchyard::clock::now_ms() + 10 * 86_400_000;
+    assert_eq!(b.store.sweep_expired(far_future).await.unwrap(), 1);
+    assert!(b.store.get_task("t1").await.unwrap().is_none());
+    assert!(b.store.events_after("t1", 0).await.unwrap().is_empty());
+    assert!(b.store.get_task("t2").await.unwrap().is_some(), "live tasks never expire");
+}
+
+async fn subscribers_see_events_after_they_are_readable(b: Backend) {
+    let mut rx = b.bus.subscribe("t1");
+    b.store.apply(create("t1", "j1")).await.unwrap();
+    let event = rx.recv().await.unwrap();
+    assert_eq!(event.seq, 1);
+    // Published only after the write: a reader finds the task by the time the event arrives.
+    assert!(b.store.get_task("t1").await.unwrap().is_some());
+}
+
+macro_rules! contract_tests {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            use super::*;
+            contract_tests!(@each $open;
+                create_task_logs_it_and_queues_its_job,
+                changes_append_events_in_order,
+                terminal_tasks_reject_changes,
+                continue_needs_an_interrupted_task,
+                cancel_removes_the_queued_job,
+                push_configs_are_kept_per_task,
+                retry_drops_the_failed_attempts_output,
+                dead_letter_fails_the_task,
+                expired_terminal_tasks_are_swept,
+                subscribers_see_events_after_they_are_readable
+            );
+        }
+    };
+    (@each $open:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (backend, _guard) = $open;
+                super::$name(backend).await;
+            }
+        )*
+    };
+}
+
+const TTL: Duration = Duration::from_secs(7 * 86_400);
+
+contract_tests!(embedded_memory, (switchyard::store::embedded::open(":memory:", TTL).unwrap(), ()));
+contract_tests!(embedded_file, {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = switchyard::store::embedded::open(dir.path().to_str().unwrap(), TTL).unwrap();
+    (backend, dir)
+});
+
+#[tokio::test]
+async fn embedded_recovery_requeues_interrupted_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    {
+        let b = switchyard::store::embedded::open(&path, TTL).unwrap();
+        b.store.apply(create("t1", "j1")).await.unwrap();
+        b.store.apply(create("t2", "j2")).await.unwrap();
+        b.store.apply(finish("t2", "j2", TaskState::Completed)).await.unwrap();
+        b.queue.close();
+    }
+    // redb allows one open handle per file; the writer thread of the first drops with its channel.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = switchyard::store::embedded::open(&path, TTL).unwrap();
+    assert_eq!(b.queue.recover(3).await.unwrap(), (1, 0));
+    let job = next_job(&b).await;
+    assert_eq!((job.task_id.as_str(), job.attempt), ("t1", 2));
+}
