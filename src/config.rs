@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn unknown_key_is_rejected_with_its_path() {
         let err = Config::parse("agents:\n  a: {type: echo, colour: red}\n").unwrap_err();
-        assert_eq!(err.path, "agents.a");
+        assert_eq!(err.path, "agents.a.colour");
         assert!(err.message.contains("colour"), "{}", err.message);
     }
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use switchyard::config::{parse_duration, Config};
 use switchyard::http::HttpOptions;
 use switchyard::server::{serve, ServeOptions};
+use switchyard::store::embedded::{EmbeddedOptions, FsyncPolicy};
 
 #[derive(Parser)]
 #[command(name = "switchyard", version, about = "An A2A (Agent-to-Agent protocol) server")]
@@ -63,6 +64,10 @@ struct ServeArgs {
     /// Origins allowed by CORS, comma-separated (`*` for any).
     #[arg(long, env = "SWITCHYARD_CORS_ORIGINS", default_value = "*", value_delimiter = ',')]
     cors_origins: Vec<String>,
+    /// When the embedded store's log is fsynced: `always` (before answering; survives power
+    /// loss) or an interval such as `100ms` (a power loss loses at most that much).
+    #[arg(long, env = "SWITCHYARD_FSYNC", default_value = "100ms")]
+    fsync: FsyncPolicy,
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -116,7 +121,7 @@ fn run(args: ServeArgs) -> ExitCode {
         data_dir: args.data_dir,
         workers,
         max_attempts: args.max_attempts.max(1),
-        task_ttl: args.task_ttl,
+        store: EmbeddedOptions { task_ttl: args.task_ttl, fsync: args.fsync },
         http: HttpOptions {
             public_url: args.public_url,
             max_body_bytes: args.max_body_bytes,

@@ -22,7 +22,8 @@ pub struct ServeOptions {
     pub data_dir: String,
     pub workers: usize,
     pub max_attempts: u32,
-    pub task_ttl: Duration,
+    /// Embedded store settings (retention, fsync policy).
+    pub store: store::embedded::EmbeddedOptions,
     pub http: HttpOptions,
     /// How long a shutdown waits for running turns before leaving them to the next start.
     pub shutdown_grace: Duration,
@@ -30,7 +31,7 @@ pub struct ServeOptions {
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
-    let backend = store::embedded::open(&options.data_dir, options.task_ttl)
+    let backend = store::embedded::open(&options.data_dir, &options.store)
         .map_err(|e| anyhow_like::Error(format!("cannot open store in {}: {e}", options.data_dir)))?;
     let agents = AgentRegistry::from_config(&options.config);
     let engine = Engine::new(

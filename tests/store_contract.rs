@@ -250,12 +250,14 @@ macro_rules! contract_tests {
     };
 }
 
-const TTL: Duration = Duration::from_secs(7 * 86_400);
+fn options() -> switchyard::store::embedded::EmbeddedOptions {
+    switchyard::store::embedded::EmbeddedOptions::default()
+}
 
-contract_tests!(embedded_memory, (switchyard::store::embedded::open(":memory:", TTL).unwrap(), ()));
+contract_tests!(embedded_memory, (switchyard::store::embedded::open(":memory:", &options()).unwrap(), ()));
 contract_tests!(embedded_file, {
     let dir = tempfile::tempdir().unwrap();
-    let backend = switchyard::store::embedded::open(dir.path().to_str().unwrap(), TTL).unwrap();
+    let backend = switchyard::store::embedded::open(dir.path().to_str().unwrap(), &options()).unwrap();
     (backend, dir)
 });
 
@@ -264,7 +266,7 @@ async fn embedded_recovery_requeues_interrupted_jobs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_str().unwrap().to_string();
     {
-        let b = switchyard::store::embedded::open(&path, TTL).unwrap();
+        let b = switchyard::store::embedded::open(&path, &options()).unwrap();
         b.store.apply(create("t1", "j1")).await.unwrap();
         b.store.apply(create("t2", "j2")).await.unwrap();
         b.store.apply(finish("t2", "j2", TaskState::Completed)).await.unwrap();
@@ -272,7 +274,7 @@ async fn embedded_recovery_requeues_interrupted_jobs() {
     }
     // redb allows one open handle per file; the writer thread of the first drops with its channel.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let b = switchyard::store::embedded::open(&path, TTL).unwrap();
+    let b = switchyard::store::embedded::open(&path, &options()).unwrap();
     assert_eq!(b.queue.recover(3).await.unwrap(), (1, 0));
     let job = next_job(&b).await;
     assert_eq!((job.task_id.as_str(), job.attempt), ("t1", 2));

@@ -1,20 +1,20 @@
 //! The embedded backend: a single redb file (or memory) plus an in-process queue and bus.
 //!
-//! Why redb: pure Rust, one file, ACID transactions with copy-on-write B-trees (a crash never
-//! leaves a torn write), and the fastest reads of the embedded stores measured here. Writes go
-//! through one writer thread that *group-commits*: it drains every pending change into one
-//! transaction, so concurrent requests share one fsync. Changes a client is answered about
-//! synchronously (create, continue, cancel, final states, push configs) are committed with
-//! `Durability::Immediate` (fsync) before the caller hears back; intermediate progress (working,
-//! artifact chunks) is committed without fsync and becomes durable with the next synced commit.
-//! After each commit the writer publishes the batch's events on the bus, in order, and hands
-//! newly queued jobs to the workers.
+//! Why redb: pure Rust, one file, ACID transactions over copy-on-write B-trees (a crash never
+//! leaves a torn tree), and the fastest reads of the embedded stores measured for this project.
+//! Writes go through one writer thread that *group-commits*: it drains every pending change
+//! into one transaction, appends the batch's physical changes to the write-ahead log (`wal`)
+//! with one `write`, and only then answers the callers, publishes the events on the bus in
+//! order and hands new jobs to the workers. Every few hundred milliseconds of writes a
+//! checkpoint (a durable redb commit) empties the log. See `wal.rs` for the fsync policy.
+
+mod wal;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -27,6 +27,7 @@ use super::{
 use crate::clock::now_ms;
 use crate::engine::state::transition;
 use crate::protocol::{PushNotificationConfig, StreamEvent, TaskState, TaskStatus};
+use wal::{ChangeLog, Key, Mutation, Wal};
 
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
@@ -34,12 +35,63 @@ const PUSH: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("push_co
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const DEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_letters");
 const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Table ids in the write-ahead log.
+const T_TASKS: u8 = 0;
+const T_EVENTS: u8 = 1;
+const T_PUSH: u8 = 2;
+const T_JOBS: u8 = 3;
+const T_DEAD: u8 = 4;
+const T_EXPIRY: u8 = 5;
 
 /// Most changes one group commit takes.
 const MAX_BATCH: usize = 512;
+/// A checkpoint is due after this long with records in the log ...
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// ... or once the log is this large.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
+
+/// When appended log records are forced to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before any caller is answered: an acknowledged write survives a power loss.
+    Always,
+    /// In the background at this interval: a power loss loses at most that much.
+    Interval(Duration),
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            other => crate::config::parse_duration(other)
+                .map(FsyncPolicy::Interval)
+                .map_err(|e| format!("{e} (or `always`)")),
+        }
+    }
+}
+
+/// Settings of the embedded backend.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// How long terminal tasks are kept.
+    pub task_ttl: Duration,
+    pub fsync: FsyncPolicy,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            task_ttl: Duration::from_secs(7 * 86_400),
+            fsync: FsyncPolicy::Interval(Duration::from_millis(100)),
+        }
+    }
+}
 
 /// Opens the embedded backend in `data_dir` (`:memory:` for a throwaway in-memory store).
-pub fn open(data_dir: &str, task_ttl: Duration) -> Result<Backend, StoreError> {
+pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreError> {
     let (db, kind) = if data_dir == ":memory:" {
         let db =
             Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(unavailable)?;
@@ -51,9 +103,14 @@ pub fn open(data_dir: &str, task_ttl: Duration) -> Result<Backend, StoreError> {
         (db, "embedded")
     };
     let db = Arc::new(db);
-    {
+    let epoch = {
         // Create every table up front so readers never see a missing table.
         let tx = db.begin_write().map_err(unavailable)?;
+        let epoch = {
+            let meta = tx.open_table(META).map_err(unavailable)?;
+            let epoch = meta.get("wal_epoch").map_err(unavailable)?.map(|v| v.value()).unwrap_or(0);
+            epoch
+        };
         tx.open_table(TASKS).map_err(unavailable)?;
         tx.open_table(EVENTS).map_err(unavailable)?;
         tx.open_table(PUSH).map_err(unavailable)?;
@@ -61,12 +118,46 @@ pub fn open(data_dir: &str, task_ttl: Duration) -> Result<Backend, StoreError> {
         tx.open_table(DEAD).map_err(unavailable)?;
         tx.open_table(EXPIRY).map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
-    }
+        epoch
+    };
+    let wal = if kind == "memory" {
+        None
+    } else {
+        let path = Path::new(data_dir).join("switchyard.wal");
+        let (wal, records) = Wal::open(&path, epoch)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        Some(replay(&db, wal, records, epoch)?)
+    };
     let bus = Arc::new(LocalBus::default());
     let (ready_tx, ready_rx) = async_channel::unbounded();
     let (ops_tx, ops_rx) = mpsc::channel::<Op>();
-    let writer =
-        Writer { db: db.clone(), bus: bus.clone(), ready: ready_tx.clone(), task_ttl_ms: task_ttl.as_millis() as u64 };
+    let stop = Arc::new(AtomicBool::new(false));
+    if let (Some((wal, _)), FsyncPolicy::Interval(every)) = (&wal, options.fsync) {
+        let handle = wal.sync_handle().map_err(unavailable)?;
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("wal-fsync".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(every);
+                    if let Err(e) = handle.sync_data() {
+                        tracing::error!(error = %e, "write-ahead log fsync failed");
+                    }
+                }
+            })
+            .map_err(unavailable)?;
+    }
+    let writer = Writer {
+        db: db.clone(),
+        bus: bus.clone(),
+        ready: ready_tx.clone(),
+        task_ttl_ms: options.task_ttl.as_millis() as u64,
+        wal: wal.map(|(w, ())| w),
+        epoch: epoch + 1,
+        fsync: options.fsync,
+        last_checkpoint: Instant::now(),
+        stop,
+    };
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || writer.run(ops_rx))
@@ -81,6 +172,29 @@ pub fn open(data_dir: &str, task_ttl: Duration) -> Result<Backend, StoreError> {
         kind,
     });
     Ok(Backend { store: store.clone(), queue: store, bus })
+}
+
+/// Applies the log records of the last run to the database and checkpoints (epoch + 1).
+fn replay(db: &Database, mut wal: Wal, records: Vec<Vec<u8>>, epoch: u64) -> Result<(Wal, ()), StoreError> {
+    let tx = db.begin_write().map_err(unavailable)?;
+    {
+        let mut tables = Tables::open(&tx, None).map_err(unavailable)?;
+        for record in &records {
+            let Some(mutations) = wal::decode(record) else {
+                return Err(StoreError::Unavailable("write-ahead log record is malformed".into()));
+            };
+            for mutation in mutations {
+                tables.replay(mutation).map_err(unavailable)?;
+            }
+        }
+        tables.meta.insert("wal_epoch", epoch + 1).map_err(unavailable)?;
+    }
+    tx.commit().map_err(unavailable)?;
+    wal.reset().map_err(unavailable)?;
+    if !records.is_empty() {
+        tracing::info!(records = records.len(), "replayed the write-ahead log");
+    }
+    Ok((wal, ()))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -106,16 +220,6 @@ enum Op {
     Sweep(u64, oneshot::Sender<Result<usize, StoreError>>),
 }
 
-impl Op {
-    fn needs_sync(&self) -> bool {
-        match self {
-            Op::Apply(change, _) => change.needs_sync(),
-            Op::Sweep(..) => false,
-            _ => true,
-        }
-    }
-}
-
 /// What to do once a batch is committed.
 enum Done {
     Apply(oneshot::Sender<Result<Applied, StoreError>>, Result<Applied, StoreError>, Option<Job>),
@@ -124,16 +228,45 @@ enum Done {
     Count(oneshot::Sender<Result<usize, StoreError>>, Result<usize, StoreError>),
 }
 
+impl Done {
+    fn fail(self, err: &StoreError) {
+        match self {
+            Done::Apply(tx, _, _) => drop(tx.send(Err(err.clone()))),
+            Done::Unit(tx, _) => drop(tx.send(Err(err.clone()))),
+            Done::Bool(tx, _) => drop(tx.send(Err(err.clone()))),
+            Done::Count(tx, _) => drop(tx.send(Err(err.clone()))),
+        }
+    }
+}
+
 struct Writer {
     db: Arc<Database>,
     bus: Arc<LocalBus>,
     ready: async_channel::Sender<Job>,
     task_ttl_ms: u64,
+    /// None for the in-memory store, whose commits are all "durable" (to memory).
+    wal: Option<Wal>,
+    /// Epoch of the records appended now (the one the last checkpoint stored).
+    epoch: u64,
+    fsync: FsyncPolicy,
+    last_checkpoint: Instant,
+    stop: Arc<AtomicBool>,
 }
 
 impl Writer {
-    fn run(self, ops: mpsc::Receiver<Op>) {
-        while let Ok(first) = ops.recv() {
+    fn run(mut self, ops: mpsc::Receiver<Op>) {
+        loop {
+            let first = match ops.recv_timeout(CHECKPOINT_EVERY) {
+                Ok(op) => op,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Idle: make the log's records durable in the database and empty it.
+                    if self.wal.as_ref().is_some_and(|w| !w.is_empty()) {
+                        self.commit(Vec::new());
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match ops.try_recv() {
@@ -143,41 +276,56 @@ impl Writer {
             }
             self.commit(batch);
         }
+        if self.wal.as_ref().is_some_and(|w| !w.is_empty()) {
+            self.commit(Vec::new());
+        }
+        self.stop.store(true, Ordering::Release);
     }
 
-    fn commit(&self, batch: Vec<Op>) {
-        let sync = batch.iter().any(Op::needs_sync);
+    /// One group commit: a checkpoint (durable redb commit, log emptied) when one is due,
+    /// otherwise a fast commit whose changes are appended to the log before anyone hears back.
+    fn commit(&mut self, batch: Vec<Op>) {
+        let checkpoint = match &self.wal {
+            None => true,
+            Some(wal) => {
+                wal.len() >= CHECKPOINT_BYTES || (!wal.is_empty() && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY)
+            }
+        };
         let mut done = Vec::with_capacity(batch.len());
+        let mut log = ChangeLog::default();
         let result = (|| -> Result<(), redb::Error> {
             let mut tx = self.db.begin_write()?;
-            tx.set_durability(if sync { Durability::Immediate } else { Durability::None });
+            tx.set_durability(if checkpoint { Durability::Immediate } else { Durability::None });
             {
-                let mut tables = Tables {
-                    tasks: tx.open_table(TASKS)?,
-                    events: tx.open_table(EVENTS)?,
-                    push: tx.open_table(PUSH)?,
-                    jobs: tx.open_table(JOBS)?,
-                    dead: tx.open_table(DEAD)?,
-                    expiry: tx.open_table(EXPIRY)?,
-                };
+                let mut tables = Tables::open(&tx, if checkpoint { None } else { Some(&mut log) })?;
                 for op in batch {
                     done.push(self.execute(&mut tables, op)?);
+                }
+                if checkpoint && self.wal.is_some() {
+                    tables.meta.insert("wal_epoch", self.epoch + 1)?;
                 }
             }
             tx.commit()?;
             Ok(())
         })();
-        if let Err(e) = result {
-            // The whole batch is rolled back: every caller hears about it.
-            let err = StoreError::Unavailable(e.to_string());
-            tracing::error!(error = %e, "store commit failed");
+        let logged = match (result, &mut self.wal) {
+            (Err(e), _) => Err(StoreError::Unavailable(e.to_string())),
+            (Ok(()), Some(wal)) if checkpoint => {
+                self.epoch += 1;
+                self.last_checkpoint = Instant::now();
+                wal.reset().map_err(unavailable)
+            }
+            (Ok(()), Some(wal)) if !log.is_empty() => wal
+                .append(self.epoch, log.as_bytes())
+                .and_then(|()| if self.fsync == FsyncPolicy::Always { wal.sync() } else { Ok(()) })
+                .map_err(|e| StoreError::Unavailable(format!("write-ahead log: {e}"))),
+            (Ok(()), _) => Ok(()),
+        };
+        if let Err(err) = logged {
+            // Nobody is told of a change that might not survive: every caller hears the error.
+            tracing::error!(error = %err, "store commit failed");
             for d in done {
-                match d {
-                    Done::Apply(tx, _, _) => drop(tx.send(Err(err.clone()))),
-                    Done::Unit(tx, _) => drop(tx.send(Err(err.clone()))),
-                    Done::Bool(tx, _) => drop(tx.send(Err(err.clone()))),
-                    Done::Count(tx, _) => drop(tx.send(Err(err.clone()))),
-                }
+                d.fail(&err);
             }
             return;
         }
@@ -212,7 +360,7 @@ impl Writer {
                     Err(StoreError::TaskNotFound(task_id))
                 } else {
                     let id = config.id.clone().unwrap_or_else(|| task_id.clone());
-                    t.push.insert((task_id.as_str(), id.as_str()), encode(&config).as_slice())?;
+                    t.put_push(&task_id, &id, &encode(&config))?;
                     Ok(())
                 };
                 Done::Unit(reply, r)
@@ -221,22 +369,22 @@ impl Writer {
                 let r = if t.tasks.get(task_id.as_str())?.is_none() {
                     Err(StoreError::TaskNotFound(task_id))
                 } else {
-                    Ok(t.push.remove((task_id.as_str(), config_id.as_str()))?.is_some())
+                    Ok(t.delete_push(&task_id, &config_id)?)
                 };
                 Done::Bool(reply, r)
             }
             Op::Retry(job, reply) => {
-                t.jobs.insert(job.id.as_str(), encode(&job).as_slice())?;
+                t.put_job(&job.id, &encode(&job))?;
                 Done::Unit(reply, Ok(()))
             }
             Op::Discard(job, reply) => {
-                t.jobs.remove(job.id.as_str())?;
+                t.delete_job(&job.id)?;
                 Done::Unit(reply, Ok(()))
             }
             Op::DeadLetter(job, error, reply) => {
-                t.jobs.remove(job.id.as_str())?;
+                t.delete_job(&job.id)?;
                 let letter = DeadLetter { job: job.clone(), error: error.clone(), failed_ms: now_ms() };
-                t.dead.insert(job.id.as_str(), encode(&letter).as_slice())?;
+                t.put_dead(&job.id, &encode(&letter))?;
                 let failed = crate::protocol::Message {
                     kind: Default::default(),
                     message_id: uuid::Uuid::new_v4().to_string(),
@@ -270,9 +418,17 @@ impl Writer {
                     expired.push((at, id.to_string()));
                 }
                 for (at, id) in &expired {
-                    t.expiry.remove((*at, id.as_str()))?;
-                    t.tasks.remove(id.as_str())?;
-                    remove_prefix_events(&mut t.events, id)?;
+                    t.delete_expiry(*at, id)?;
+                    t.delete_task(id)?;
+                    let seqs: Vec<u64> = t
+                        .events
+                        .range((id.as_str(), 0u64)..=(id.as_str(), u64::MAX))?
+                        .map_while(|e| e.ok())
+                        .map(|(k, _)| k.value().1)
+                        .collect();
+                    for seq in seqs {
+                        t.delete_event(id, seq)?;
+                    }
                     let keys: Vec<String> = t
                         .push
                         .range((id.as_str(), "")..)?
@@ -281,7 +437,7 @@ impl Writer {
                         .map(|(k, _)| k.value().1.to_string())
                         .collect();
                     for k in keys {
-                        t.push.remove((id.as_str(), k.as_str()))?;
+                        t.delete_push(id, &k)?;
                     }
                 }
                 Done::Count(reply, Ok(expired.len()))
@@ -307,25 +463,25 @@ impl Writer {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
-        t.tasks.insert(task_id.as_str(), encode(&stored).as_slice())?;
+        t.put_task(&task_id, &encode(&stored))?;
         if let Some((from, to)) = effects.drop_events {
             for seq in from + 1..=to {
-                t.events.remove((task_id.as_str(), seq))?;
+                t.delete_event(&task_id, seq)?;
             }
         }
-        t.events.insert((task_id.as_str(), stored.seq), encode(&event).as_slice())?;
+        t.put_event(&task_id, stored.seq, &encode(&event))?;
         if let Some(job) = &effects.enqueue {
-            t.jobs.insert(job.id.as_str(), encode(job).as_slice())?;
+            t.put_job(&job.id, &encode(job))?;
         }
         if let Some(job_id) = &effects.ack {
-            t.jobs.remove(job_id.as_str())?;
+            t.delete_job(job_id)?;
         }
         if effects.terminal {
-            t.expiry.insert((now_ms() + self.task_ttl_ms, task_id.as_str()), ())?;
+            t.put_expiry(now_ms() + self.task_ttl_ms, &task_id)?;
         }
         if let Some(config) = &effects.push_config {
             let id = config.id.as_deref().unwrap_or(task_id.as_str());
-            t.push.insert((task_id.as_str(), id), encode(config).as_slice())?;
+            t.put_push(&task_id, id, &encode(config))?;
         }
         let mut push_configs = Vec::new();
         if matches!(event, StreamEvent::Status(_) | StreamEvent::Task(_)) {
@@ -344,15 +500,7 @@ impl Writer {
     }
 }
 
-fn remove_prefix_events(events: &mut redb::Table<(&str, u64), &[u8]>, id: &str) -> Result<(), redb::Error> {
-    let seqs: Vec<u64> =
-        events.range((id, 0u64)..=(id, u64::MAX))?.map_while(|e| e.ok()).map(|(k, _)| k.value().1).collect();
-    for seq in seqs {
-        events.remove((id, seq))?;
-    }
-    Ok(())
-}
-
+/// The tables of one write transaction; every change is also recorded in the log, if any.
 struct Tables<'tx> {
     tasks: redb::Table<'tx, &'static str, &'static [u8]>,
     events: redb::Table<'tx, (&'static str, u64), &'static [u8]>,
@@ -360,6 +508,122 @@ struct Tables<'tx> {
     jobs: redb::Table<'tx, &'static str, &'static [u8]>,
     dead: redb::Table<'tx, &'static str, &'static [u8]>,
     expiry: redb::Table<'tx, (u64, &'static str), ()>,
+    meta: redb::Table<'tx, &'static str, u64>,
+    log: Option<&'tx mut ChangeLog>,
+}
+
+impl<'tx> Tables<'tx> {
+    fn open(tx: &'tx redb::WriteTransaction, log: Option<&'tx mut ChangeLog>) -> Result<Self, redb::Error> {
+        Ok(Tables {
+            tasks: tx.open_table(TASKS)?,
+            events: tx.open_table(EVENTS)?,
+            push: tx.open_table(PUSH)?,
+            jobs: tx.open_table(JOBS)?,
+            dead: tx.open_table(DEAD)?,
+            expiry: tx.open_table(EXPIRY)?,
+            meta: tx.open_table(META)?,
+            log,
+        })
+    }
+
+    fn record_put(&mut self, table: u8, key: Key<'_>, value: &[u8]) {
+        if let Some(log) = self.log.as_deref_mut() {
+            log.put(table, key, value);
+        }
+    }
+
+    fn record_delete(&mut self, table: u8, key: Key<'_>) {
+        if let Some(log) = self.log.as_deref_mut() {
+            log.delete(table, key);
+        }
+    }
+
+    fn put_task(&mut self, id: &str, value: &[u8]) -> Result<(), redb::Error> {
+        self.tasks.insert(id, value)?;
+        self.record_put(T_TASKS, Key::Str(id), value);
+        Ok(())
+    }
+
+    fn delete_task(&mut self, id: &str) -> Result<(), redb::Error> {
+        self.tasks.remove(id)?;
+        self.record_delete(T_TASKS, Key::Str(id));
+        Ok(())
+    }
+
+    fn put_event(&mut self, id: &str, seq: u64, value: &[u8]) -> Result<(), redb::Error> {
+        self.events.insert((id, seq), value)?;
+        self.record_put(T_EVENTS, Key::StrU64(id, seq), value);
+        Ok(())
+    }
+
+    fn delete_event(&mut self, id: &str, seq: u64) -> Result<(), redb::Error> {
+        self.events.remove((id, seq))?;
+        self.record_delete(T_EVENTS, Key::StrU64(id, seq));
+        Ok(())
+    }
+
+    fn put_push(&mut self, id: &str, config_id: &str, value: &[u8]) -> Result<(), redb::Error> {
+        self.push.insert((id, config_id), value)?;
+        self.record_put(T_PUSH, Key::StrStr(id, config_id), value);
+        Ok(())
+    }
+
+    fn delete_push(&mut self, id: &str, config_id: &str) -> Result<bool, redb::Error> {
+        let existed = self.push.remove((id, config_id))?.is_some();
+        self.record_delete(T_PUSH, Key::StrStr(id, config_id));
+        Ok(existed)
+    }
+
+    fn put_job(&mut self, id: &str, value: &[u8]) -> Result<(), redb::Error> {
+        self.jobs.insert(id, value)?;
+        self.record_put(T_JOBS, Key::Str(id), value);
+        Ok(())
+    }
+
+    fn delete_job(&mut self, id: &str) -> Result<(), redb::Error> {
+        self.jobs.remove(id)?;
+        self.record_delete(T_JOBS, Key::Str(id));
+        Ok(())
+    }
+
+    fn put_dead(&mut self, id: &str, value: &[u8]) -> Result<(), redb::Error> {
+        self.dead.insert(id, value)?;
+        self.record_put(T_DEAD, Key::Str(id), value);
+        Ok(())
+    }
+
+    fn put_expiry(&mut self, at: u64, id: &str) -> Result<(), redb::Error> {
+        self.expiry.insert((at, id), ())?;
+        self.record_put(T_EXPIRY, Key::U64Str(at, id), &[]);
+        Ok(())
+    }
+
+    fn delete_expiry(&mut self, at: u64, id: &str) -> Result<(), redb::Error> {
+        self.expiry.remove((at, id))?;
+        self.record_delete(T_EXPIRY, Key::U64Str(at, id));
+        Ok(())
+    }
+
+    /// Re-applies one logged change (replay runs without a log).
+    fn replay(&mut self, mutation: Mutation<'_>) -> Result<(), redb::Error> {
+        match mutation {
+            Mutation::Put(T_TASKS, Key::Str(id), v) => self.put_task(id, v),
+            Mutation::Delete(T_TASKS, Key::Str(id)) => self.delete_task(id),
+            Mutation::Put(T_EVENTS, Key::StrU64(id, seq), v) => self.put_event(id, seq, v),
+            Mutation::Delete(T_EVENTS, Key::StrU64(id, seq)) => self.delete_event(id, seq),
+            Mutation::Put(T_PUSH, Key::StrStr(id, c), v) => self.put_push(id, c, v),
+            Mutation::Delete(T_PUSH, Key::StrStr(id, c)) => self.delete_push(id, c).map(drop),
+            Mutation::Put(T_JOBS, Key::Str(id), v) => self.put_job(id, v),
+            Mutation::Delete(T_JOBS, Key::Str(id)) => self.delete_job(id),
+            Mutation::Put(T_DEAD, Key::Str(id), v) => self.put_dead(id, v),
+            Mutation::Put(T_EXPIRY, Key::U64Str(at, id), _) => self.put_expiry(at, id),
+            Mutation::Delete(T_EXPIRY, Key::U64Str(at, id)) => self.delete_expiry(at, id),
+            other => {
+                tracing::warn!(?other, "ignoring an unknown write-ahead log change");
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The embedded store and queue (one object: a task and its job are written together).
