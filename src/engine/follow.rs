@@ -78,7 +78,7 @@ pub async fn resume(
 ) -> Result<(StoredTask, BoxStream<'static, LoggedEvent>), EngineError> {
     let (stored, live_events) = engine.follow(task_id).await?;
     let running = stored.job_id.is_some() && !stored.task.status.state.is_terminal();
-    let snapshot = LoggedEvent { seq: stored.seq, event: StreamEvent::Task(stored.task.clone()) };
+    let snapshot = LoggedEvent { seq: stored.seq, event: StreamEvent::Task(stored.task.clone()), snapshot: None };
     let (initial, after) = match last_event_id {
         Some(after) => {
             let mut replay = engine.events_after(task_id, after).await?;

@@ -34,22 +34,30 @@ pub fn transition(
     let mut effects = Effects::default();
     let (mut stored, event) = match change {
         Change::Create { task, agent, job, push_config } => {
-            effects.push_config = push_config;
             if current.is_some() {
                 return Err(StoreError::TaskExists(task.id));
             }
-            let mut stored =
-                StoredTask { task, agent, seq: 0, job_id: Some(job.id.clone()), created_ms: now, updated_ms: now };
+            let mut stored = StoredTask {
+                task,
+                agent,
+                seq: 0,
+                job_id: Some(job.id.clone()),
+                has_push: push_config.is_some(),
+                created_ms: now,
+                updated_ms: now,
+            };
             stored.seq = 1;
             let mut job = job;
             job.base_seq = 1;
             effects.enqueue = Some(job);
+            effects.push_config = push_config;
             let event = StreamEvent::Task(stored.task.clone());
             return Ok((stored, event, effects));
         }
         Change::Continue { task_id, message, mut job, push_config } => {
-            effects.push_config = push_config;
             let mut stored = live(current, &task_id)?;
+            stored.has_push |= push_config.is_some();
+            effects.push_config = push_config;
             if !stored.task.status.state.is_interrupted() {
                 return Err(StoreError::Conflict(format!(
                     "Task {task_id} is {} and cannot accept a new message until it asks for input",

@@ -45,6 +45,9 @@ pub struct StoredTask {
     /// Job currently queued or running for this task, if any.
     #[serde(default)]
     pub job_id: Option<String>,
+    /// Push configs were set for this task (saves looking them up on every status change).
+    #[serde(default)]
+    pub has_push: bool,
     pub created_ms: u64,
     pub updated_ms: u64,
 }
@@ -72,6 +75,9 @@ pub struct Job {
 pub struct LoggedEvent {
     pub seq: u64,
     pub event: StreamEvent,
+    /// On the bus, a final event carries the task as it ended the turn, so a waiting
+    /// `message/send` answers without reading it back.
+    pub snapshot: Option<Arc<StoredTask>>,
 }
 
 /// A change to one task. Each produces exactly one logged event.

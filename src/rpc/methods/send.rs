@@ -58,7 +58,12 @@ pub async fn handle(ctx: &RpcContext, params: Option<Value>) -> Outcome {
     }
     loop {
         match submitted.events.recv().await {
-            Ok(event) if event.event.is_final() => break,
+            Ok(event) if event.event.is_final() => {
+                if let Some(task) = &event.snapshot {
+                    return raw(&task.task.with_history_length(p.history_length));
+                }
+                break;
+            }
             Ok(_) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 // Missed events: the stored task tells whether the turn is over.
