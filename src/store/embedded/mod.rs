@@ -568,7 +568,7 @@ pub struct LocalBus {
 }
 
 /// Events a slow subscriber may fall behind before it re-reads the log.
-const BUS_CAPACITY: usize = 256;
+const BUS_CAPACITY: usize = 32;
 
 impl LocalBus {
     fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<Arc<LoggedEvent>>>> {
