@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use futures::{Stream, StreamExt};
-use serde_json::Value;
 
 use super::cards::{agent_card, base_url, visible};
 use super::{AppState, HttpError};
@@ -52,11 +51,13 @@ async fn json_rpc(
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return HttpError(
+            // The rest of the body is never read, so the connection cannot be reused: say so,
+            // or keep-alive clients send their next request into a closed socket.
+            let error = HttpError(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body exceeds the limit of {} bytes", state.options.max_body_bytes),
-            )
-            .into_response()
+            );
+            return ([(header::CONNECTION, "close")], error).into_response();
         }
         Err(e) => return HttpError(e.status(), e.body_text()).into_response(),
     };
@@ -71,7 +72,7 @@ async fn json_rpc(
 }
 
 /// One stream item as an SSE event: `id: <seq>` and `data: <compact JSON-RPC response>`.
-fn to_sse(id: &Value, item: StreamItem) -> Result<Event, Infallible> {
+fn to_sse(id: &serde_json::value::RawValue, item: StreamItem) -> Result<Event, Infallible> {
     let json = rpc::response(id, &item.payload);
     // Compact JSON never contains a raw newline, so it is one `data:` line.
     let data = String::from_utf8(json).unwrap_or_default();
@@ -106,6 +107,6 @@ async fn task_events(
         }
         Err(e) => return HttpError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     };
-    sse(events.map(|e| to_sse(&Value::Null, StreamItem { seq: Some(e.seq), payload: rpc::raw(&e.event) })))
+    sse(events.map(|e| to_sse(&rpc::null_id(), StreamItem { seq: Some(e.seq), payload: rpc::raw(&e.event) })))
         .into_response()
 }

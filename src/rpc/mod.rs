@@ -40,7 +40,7 @@ pub enum Answer {
     /// A serialized response (object or batch array).
     Json(Vec<u8>),
     /// A stream and the request id its events carry.
-    Stream { id: Value, events: BoxStream<'static, StreamItem> },
+    Stream { id: Box<RawValue>, events: BoxStream<'static, StreamItem> },
 }
 
 /// Serializes `value` into a raw JSON result.
@@ -48,22 +48,27 @@ pub fn raw<T: Serialize>(value: &T) -> Result<Box<RawValue>, RpcError> {
     serde_json::value::to_raw_value(value).map_err(|e| RpcError::new(error::INTERNAL_ERROR, e.to_string()))
 }
 
+/// The `null` request id.
+pub fn null_id() -> Box<RawValue> {
+    serde_json::value::to_raw_value(&Value::Null).unwrap_or_default()
+}
+
 #[derive(Serialize)]
 struct Success<'a> {
     jsonrpc: &'static str,
-    id: &'a Value,
+    id: &'a RawValue,
     result: &'a RawValue,
 }
 
 #[derive(Serialize)]
 struct Failure<'a> {
     jsonrpc: &'static str,
-    id: &'a Value,
+    id: &'a RawValue,
     error: &'a RpcError,
 }
 
 /// The JSON-RPC response for one outcome.
-pub fn response(id: &Value, outcome: &Result<Box<RawValue>, RpcError>) -> Vec<u8> {
+pub fn response(id: &RawValue, outcome: &Result<Box<RawValue>, RpcError>) -> Vec<u8> {
     let bytes = match outcome {
         Ok(result) => serde_json::to_vec(&Success { jsonrpc: "2.0", id, result }),
         Err(error) => serde_json::to_vec(&Failure { jsonrpc: "2.0", id, error }),
@@ -73,76 +78,91 @@ pub fn response(id: &Value, outcome: &Result<Box<RawValue>, RpcError>) -> Vec<u8
 
 /// Handles a request body: one request or a batch.
 pub async fn handle(ctx: &RpcContext, body: &[u8]) -> Answer {
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => {
-            return Answer::Json(response(
-                &Value::Null,
-                &Err(RpcError::new(error::PARSE_ERROR, format!("Parse error: {e}"))),
-            ))
-        }
+    let parse_error = |e: serde_json::Error| {
+        Answer::Json(response(&null_id(), &Err(RpcError::new(error::PARSE_ERROR, format!("Parse error: {e}")))))
     };
-    match value {
-        Value::Array(items) => {
-            if items.is_empty() {
-                return Answer::Json(response(&Value::Null, &Err(RpcError::invalid_request("empty batch"))));
-            }
-            let mut out = Vec::with_capacity(items.len() * 128);
-            out.push(b'[');
-            for (i, item) in items.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                let bytes = match call(ctx, item, true).await {
-                    Called::Done(id, outcome) => response(&id, &outcome),
-                    Called::Stream(id, _) => {
-                        response(&id, &Err(RpcError::invalid_request("streaming methods cannot be batched")))
-                    }
-                };
-                out.extend_from_slice(&bytes);
-            }
-            out.push(b']');
-            Answer::Json(out)
-        }
-        single => match call(ctx, single, false).await {
+    let is_batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if !is_batch {
+        let request: Box<RawValue> = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return parse_error(e),
+        };
+        return match call(ctx, &request, false).await {
             Called::Done(id, outcome) => Answer::Json(response(&id, &outcome)),
             Called::Stream(id, events) => Answer::Stream { id, events },
-        },
+        };
     }
+    let items: Vec<Box<RawValue>> = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return parse_error(e),
+    };
+    if items.is_empty() {
+        return Answer::Json(response(&null_id(), &Err(RpcError::invalid_request("empty batch"))));
+    }
+    let mut out = Vec::with_capacity(items.len() * 128);
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let bytes = match call(ctx, item, true).await {
+            Called::Done(id, outcome) => response(&id, &outcome),
+            Called::Stream(id, _) => response(&id, &Err(RpcError::invalid_request("streaming methods cannot be batched"))),
+        };
+        out.extend_from_slice(&bytes);
+    }
+    out.push(b']');
+    Answer::Json(out)
 }
 
 enum Called {
-    Done(Value, Result<Box<RawValue>, RpcError>),
-    Stream(Value, BoxStream<'static, StreamItem>),
+    Done(Box<RawValue>, Result<Box<RawValue>, RpcError>),
+    Stream(Box<RawValue>, BoxStream<'static, StreamItem>),
+}
+
+/// The envelope as received. The id stays raw so it is echoed byte for byte (an integer
+/// beyond 64 bits is a valid id and must not come back rounded).
+#[derive(serde::Deserialize)]
+struct Envelope {
+    jsonrpc: Option<Value>,
+    id: Option<Box<RawValue>>,
+    method: Option<Value>,
+    params: Option<Value>,
 }
 
 /// Validates the envelope and runs the method.
-async fn call(ctx: &RpcContext, request: Value, in_batch: bool) -> Called {
-    let Value::Object(mut map) = request else {
-        return Called::Done(Value::Null, Err(RpcError::invalid_request("a request must be a JSON object")));
+async fn call(ctx: &RpcContext, request: &RawValue, in_batch: bool) -> Called {
+    if !request.get().starts_with('{') {
+        return Called::Done(null_id(), Err(RpcError::invalid_request("a request must be a JSON object")));
+    }
+    let envelope: Envelope = match serde_json::from_str(request.get()) {
+        Ok(e) => e,
+        Err(e) => return Called::Done(null_id(), Err(RpcError::invalid_request(format!("invalid request: {e}")))),
     };
     // A2A has no notifications: a missing id is answered with id null.
-    let id = match map.remove("id") {
-        None => Value::Null,
-        Some(id @ (Value::String(_) | Value::Number(_) | Value::Null)) => id,
+    let id = match envelope.id {
+        None => null_id(),
+        Some(id) if matches!(id.get().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9' | b'n')) => id,
         Some(other) => {
+            let kind = match other.get().as_bytes().first() {
+                Some(b'{') => "an object",
+                Some(b'[') => "an array",
+                _ => "a boolean",
+            };
             return Called::Done(
-                Value::Null,
-                Err(RpcError::invalid_request(format!(
-                    "id must be a string, a number or null, got {}",
-                    params::type_name(&other)
-                ))),
-            )
+                null_id(),
+                Err(RpcError::invalid_request(format!("id must be a string, a number or null, got {kind}"))),
+            );
         }
     };
-    match map.get("jsonrpc") {
+    match envelope.jsonrpc {
         Some(Value::String(v)) if v == "2.0" => {}
         Some(other) => {
             return Called::Done(id, Err(RpcError::invalid_request(format!("jsonrpc must be \"2.0\", got {other}"))))
         }
         None => return Called::Done(id, Err(RpcError::invalid_request("jsonrpc is required and must be \"2.0\""))),
     }
-    let method = match map.remove("method") {
+    let method = match envelope.method {
         Some(Value::String(m)) => m,
         Some(other) => {
             return Called::Done(
@@ -152,7 +172,7 @@ async fn call(ctx: &RpcContext, request: Value, in_batch: bool) -> Called {
         }
         None => return Called::Done(id, Err(RpcError::invalid_request("method is required"))),
     };
-    let params = map.remove("params");
+    let params = envelope.params;
     use methods::*;
     let outcome = match method.as_str() {
         "message/send" => send::handle(ctx, params).await,

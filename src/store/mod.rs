@@ -151,6 +151,11 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn delete_push_config(&self, task_id: &str, config_id: &str) -> Result<bool, StoreError>;
     /// Deletes terminal tasks whose retention ended before `now_ms`; returns how many.
     async fn sweep_expired(&self, now_ms: u64) -> Result<usize, StoreError>;
+    /// Waits until every change already applied is as durable as the backend promises for
+    /// acknowledged changes (a no-op unless a group fsync is pending).
+    async fn flushed(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Checks that the backend answers.
     async fn health(&self) -> Result<(), StoreError>;
     /// Short name for `/health` (`embedded`, `memory`, `redis`).

@@ -60,6 +60,8 @@ pub async fn handle(ctx: &RpcContext, params: Option<Value>) -> Outcome {
         match submitted.events.recv().await {
             Ok(event) if event.event.is_final() => {
                 if let Some(task) = &event.snapshot {
+                    // The worker's write may still await its fsync (`--fsync always`).
+                    ctx.engine.backend().store.flushed().await.map_err(crate::engine::EngineError::from)?;
                     return raw(&task.task.with_history_length(p.history_length));
                 }
                 break;

@@ -89,6 +89,9 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
     };
     let db = Database::builder(&path)
         .temporary(temporary)
+        // One background thread for flushes and compactions: on small machines more of them
+        // compete with request handling for the same cores (12.5k vs 10.8k req/s on 2 cores).
+        .worker_threads(1)
         .open()
         .map_err(|e| StoreError::Unavailable(format!("cannot open store at {}: {e}", path.display())))?;
     let keyspace = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(unavailable);
@@ -101,16 +104,7 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         expiry: keyspace("expiry")?,
     };
     if let (FsyncPolicy::Interval(every), false) = (options.fsync, temporary) {
-        let db = db.clone();
-        std::thread::Builder::new()
-            .name("journal-fsync".into())
-            .spawn(move || loop {
-                std::thread::sleep(every);
-                if let Err(e) = db.persist(PersistMode::SyncData) {
-                    tracing::error!(error = %e, "journal fsync failed");
-                }
-            })
-            .map_err(unavailable)?;
+        spawn_journal_syncer(path.clone(), every)?;
     }
     let (ready_tx, ready_rx) = async_channel::unbounded();
     let bus = Arc::new(LocalBus::default());
@@ -124,12 +118,27 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         ready_rx,
         running: AtomicU64::new(0),
         closed: AtomicBool::new(false),
-        sync_always: options.fsync == FsyncPolicy::Always && !temporary,
+        group: (options.fsync == FsyncPolicy::Always && !temporary).then(|| GroupSync::start(path.clone())).transpose()?,
         task_ttl_ms: options.task_ttl.as_millis() as u64,
         kind,
     });
     let handle = Arc::new(EmbeddedHandle(store));
     Ok(Backend { store: handle.clone(), queue: handle, bus })
+}
+
+/// Fsyncs fjall's journal files every `every` through handles of its own. `Database::persist`
+/// would do the same but holds the journal's writer lock during the fsync, stalling every
+/// writer for its duration (p99 rose by ~2–3 ms in measurements); an fdatasync on another
+/// descriptor of the same file makes the same kernel-buffered writes durable without the lock.
+fn spawn_journal_syncer(dir: PathBuf, every: Duration) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("journal-fsync".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            sync_journals(&dir);
+        })
+        .map(drop)
+        .map_err(unavailable)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -176,7 +185,8 @@ pub struct EmbeddedStore {
     ready_rx: async_channel::Receiver<Job>,
     running: AtomicU64,
     closed: AtomicBool,
-    sync_always: bool,
+    /// Group fsync under the `always` policy.
+    group: Option<Arc<GroupSync>>,
     task_ttl_ms: u64,
     kind: &'static str,
 }
@@ -190,16 +200,11 @@ impl EmbeddedStore {
         stripe.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A write batch. Changes a client is told about reach the kernel on commit (and stable
-    /// storage under the `always` policy); intermediate progress stays in fjall's journal
-    /// buffer until the next such commit, since a retried turn re-creates it anyway.
+    /// A write batch. Changes a client is told about reach the kernel on commit (and are then
+    /// made durable by [`EmbeddedStore::durably`]); intermediate progress stays in fjall's
+    /// journal buffer until the next such commit, since a retried turn re-creates it anyway.
     fn batch(&self, sync: bool) -> fjall::OwnedWriteBatch {
-        let batch = self.db.batch();
-        match (sync, self.sync_always) {
-            (true, true) => batch.durability(Some(PersistMode::SyncData)),
-            (true, false) => batch.durability(Some(PersistMode::Buffer)),
-            (false, _) => batch.durability(None),
-        }
+        self.db.batch().durability(sync.then_some(PersistMode::Buffer))
     }
 
     /// The task: from the live cache when a turn is queued or running, else from disk.
@@ -313,29 +318,92 @@ impl EmbeddedStore {
         Ok(out)
     }
 
-    /// Runs blocking store work off the async runtime when it may fsync.
-    async fn blocking<T: Send + 'static>(
-        self: &Arc<Self>,
-        sync: bool,
-        f: impl FnOnce(&EmbeddedStore) -> T + Send + 'static,
-    ) -> Result<T, StoreError> {
-        if sync && self.sync_always {
-            let this = self.clone();
-            tokio::task::spawn_blocking(move || f(&this)).await.map_err(unavailable)
-        } else {
-            Ok(f(self))
+    /// Runs store work; under the `always` policy, a change a client is told about then waits
+    /// for a group fsync that covers it (concurrent changes share one fsync).
+    async fn durably<T>(&self, sync: bool, f: impl FnOnce(&EmbeddedStore) -> T) -> T {
+        let out = f(self);
+        if let (true, Some(group)) = (sync, &self.group) {
+            group.wait().await;
+        }
+        out
+    }
+}
+
+/// Group commit for `--fsync always`: callers take a ticket after their write reached the
+/// kernel; one thread fdatasyncs the journal files and releases every ticket taken before the
+/// sync began.
+struct GroupSync {
+    dir: PathBuf,
+    requested: Mutex<u64>,
+    wake: std::sync::Condvar,
+    done: tokio::sync::watch::Sender<u64>,
+}
+
+impl GroupSync {
+    fn start(dir: PathBuf) -> Result<Arc<GroupSync>, StoreError> {
+        let group = Arc::new(GroupSync {
+            dir,
+            requested: Mutex::new(0),
+            wake: std::sync::Condvar::new(),
+            done: tokio::sync::watch::channel(0).0,
+        });
+        let worker = group.clone();
+        std::thread::Builder::new().name("journal-group-fsync".into()).spawn(move || worker.run()).map_err(unavailable)?;
+        Ok(group)
+    }
+
+    async fn wait(&self) {
+        let ticket = {
+            let mut requested = self.requested.lock().unwrap_or_else(|p| p.into_inner());
+            *requested += 1;
+            *requested
+        };
+        self.wake.notify_one();
+        let mut done = self.done.subscribe();
+        let _ = done.wait_for(|d| *d >= ticket).await;
+    }
+
+    fn run(&self) {
+        let mut completed = 0;
+        loop {
+            let target = {
+                let mut requested = self.requested.lock().unwrap_or_else(|p| p.into_inner());
+                while *requested <= completed {
+                    requested = self.wake.wait(requested).unwrap_or_else(|p| p.into_inner());
+                }
+                *requested
+            };
+            sync_journals(&self.dir);
+            completed = target;
+            self.done.send_replace(completed);
         }
     }
 }
 
-/// Async facade that owns an `Arc` so fsyncing work can move to a blocking thread.
+/// fdatasyncs every journal file of the store in `dir` through descriptors of our own.
+fn sync_journals(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "jnl") {
+            // A journal deleted after a flush is simply gone; nothing to sync.
+            if let Ok(file) = std::fs::File::open(&path) {
+                if let Err(e) = file.sync_data() {
+                    tracing::error!(error = %e, path = %path.display(), "journal fsync failed");
+                }
+            }
+        }
+    }
+}
+
+/// The backend facets (store and queue) over one shared embedded store.
 pub struct EmbeddedHandle(Arc<EmbeddedStore>);
 
 #[async_trait]
 impl TaskStore for EmbeddedHandle {
     async fn apply(&self, change: Change) -> Result<Applied, StoreError> {
         let sync = change.needs_sync();
-        self.0.blocking(sync, move |s| s.apply_now(change, |_, _| {})).await?
+        self.0.durably(sync, move |s| s.apply_now(change, |_, _| {})).await
     }
 
     async fn get_task(&self, task_id: &str) -> Result<Option<StoredTask>, StoreError> {
@@ -361,7 +429,7 @@ impl TaskStore for EmbeddedHandle {
     async fn set_push_config(&self, task_id: &str, config: PushNotificationConfig) -> Result<(), StoreError> {
         let task_id = task_id.to_string();
         self.0
-            .blocking(true, move |s| {
+            .durably(true, move |s| {
                 let mut live = s.lock(&task_id);
                 if let Some(task) = live.get_mut(&task_id) {
                     task.has_push = true;
@@ -379,7 +447,7 @@ impl TaskStore for EmbeddedHandle {
                 }
                 batch.commit().map_err(unavailable)
             })
-            .await?
+            .await
     }
 
     async fn push_configs(&self, task_id: &str) -> Result<Vec<PushNotificationConfig>, StoreError> {
@@ -392,7 +460,7 @@ impl TaskStore for EmbeddedHandle {
     async fn delete_push_config(&self, task_id: &str, config_id: &str) -> Result<bool, StoreError> {
         let (task_id, config_id) = (task_id.to_string(), config_id.to_string());
         self.0
-            .blocking(true, move |s| {
+            .durably(true, move |s| {
                 let _guard = s.lock(&task_id);
                 if !s.task_exists(&task_id)? {
                     return Err(StoreError::TaskNotFound(task_id));
@@ -406,7 +474,7 @@ impl TaskStore for EmbeddedHandle {
                 batch.commit().map_err(unavailable)?;
                 Ok(true)
             })
-            .await?
+            .await
     }
 
     async fn sweep_expired(&self, now: u64) -> Result<usize, StoreError> {
@@ -431,6 +499,11 @@ impl TaskStore for EmbeddedHandle {
             batch.commit().map_err(unavailable)?;
         }
         Ok(expired.len())
+    }
+
+    async fn flushed(&self) -> Result<(), StoreError> {
+        self.0.durably(true, |_| ()).await;
+        Ok(())
     }
 
     async fn health(&self) -> Result<(), StoreError> {
@@ -460,12 +533,12 @@ impl TaskQueue for EmbeddedHandle {
         job.attempt += 1;
         job.last_error = Some(error);
         let stored = job.clone();
-        s.blocking(true, move |s| {
+        s.durably(true, move |s| {
             let mut batch = s.batch(true);
             batch.insert(&s.t.jobs, stored.id.as_str(), encode(&stored));
             batch.commit().map_err(unavailable)
         })
-        .await??;
+        .await?;
         let ready = s.ready_tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -486,7 +559,7 @@ impl TaskQueue for EmbeddedHandle {
 
     async fn dead_letter(&self, job: Job, error: String) -> Result<Applied, StoreError> {
         self.0.running.fetch_sub(1, Ordering::Relaxed);
-        self.0.blocking(true, move |s| dead_letter_now(s, job, error)).await?
+        self.0.durably(true, move |s| dead_letter_now(s, job, error)).await
     }
 
     async fn recover(&self, max_attempts: u32) -> Result<(usize, usize), StoreError> {
@@ -502,8 +575,7 @@ impl TaskQueue for EmbeddedHandle {
             job.attempt += 1;
             if job.attempt > max_attempts {
                 let error = job.last_error.clone().unwrap_or_else(|| "the server stopped while the task ran".into());
-                let s2 = s.clone();
-                s.blocking(true, move |_| dead_letter_now(&s2, job, error)).await??;
+                s.durably(true, move |s| dead_letter_now(s, job, error)).await?;
                 dead += 1;
             } else {
                 let mut batch = s.batch(true);
