@@ -262,3 +262,21 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     };
     Ok(std::time::Duration::from_millis(ms))
 }
+
+#[cfg(test)]
+mod schema_file {
+    use super::Config;
+
+    /// `proto-schemas/config.schema.json` is the generated schema, committed for tools outside
+    /// the project; it must not drift from the types. `UPDATE_SCHEMAS=1 cargo test` rewrites it.
+    #[test]
+    fn committed_config_schema_matches_the_types() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/proto-schemas/config.schema.json");
+        let generated = serde_json::to_string_pretty(&Config::json_schema()).unwrap() + "\n";
+        if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(committed == generated, "{path} is stale: run `UPDATE_SCHEMAS=1 cargo test --release --lib`");
+    }
+}

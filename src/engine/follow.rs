@@ -24,13 +24,13 @@ pub fn follow(
     initial: Vec<LoggedEvent>,
     after: u64,
     live: bool,
-) -> BoxStream<'static, LoggedEvent> {
+) -> BoxStream<'static, Result<LoggedEvent, EngineError>> {
     Box::pin(async_stream::stream! {
         let mut last = after;
         for event in initial {
             last = last.max(event.seq);
             let is_final = event.event.is_final();
-            yield event;
+            yield Ok(event);
             if is_final {
                 return;
             }
@@ -45,7 +45,7 @@ pub fn follow(
                     last = event.seq;
                     let event = LoggedEvent::clone(&event);
                     let is_final = event.event.is_final();
-                    yield event;
+                    yield Ok(event);
                     if is_final {
                         return;
                     }
@@ -55,11 +55,18 @@ pub fn follow(
                 Ok(_) | Err(RecvError::Lagged(_)) => last,
                 Err(RecvError::Closed) => return,
             };
-            let Ok(missed) = engine.events_after(&task_id, missed_from).await else { return };
+            let missed = match engine.events_after(&task_id, missed_from).await {
+                Ok(missed) => missed,
+                Err(e) => {
+                    // The stream has started: the error goes out as its last event.
+                    yield Err(e);
+                    return;
+                }
+            };
             for event in missed {
                 last = event.seq;
                 let is_final = event.event.is_final();
-                yield event;
+                yield Ok(event);
                 if is_final {
                     return;
                 }
@@ -75,7 +82,7 @@ pub async fn resume(
     engine: &Engine,
     task_id: &str,
     last_event_id: Option<u64>,
-) -> Result<(StoredTask, BoxStream<'static, LoggedEvent>), EngineError> {
+) -> Result<(StoredTask, BoxStream<'static, Result<LoggedEvent, EngineError>>), EngineError> {
     let (stored, live_events) = engine.follow(task_id).await?;
     let running = stored.job_id.is_some() && !stored.task.status.state.is_terminal();
     let snapshot = LoggedEvent { seq: stored.seq, event: StreamEvent::Task(stored.task.clone()), snapshot: None };

@@ -107,6 +107,6 @@ async fn task_events(
         }
         Err(e) => return HttpError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     };
-    sse(events.map(|e| to_sse(&rpc::null_id(), StreamItem { seq: Some(e.seq), payload: rpc::raw(&e.event) })))
-        .into_response()
+    let id = rpc::null_id();
+    sse(rpc::methods::stream_items(events).map(move |item| to_sse(&id, item))).into_response()
 }

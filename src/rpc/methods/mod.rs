@@ -13,11 +13,17 @@ use futures::StreamExt;
 use super::{raw, StreamItem};
 use crate::store::LoggedEvent;
 
-/// Turns followed events into stream items.
-fn stream_items(
-    events: futures::stream::BoxStream<'static, LoggedEvent>,
+/// Turns followed events into stream items; an error after the stream started becomes its
+/// last event.
+pub fn stream_items(
+    events: futures::stream::BoxStream<'static, Result<LoggedEvent, crate::engine::EngineError>>,
 ) -> futures::stream::BoxStream<'static, StreamItem> {
-    events.map(|e| StreamItem { seq: Some(e.seq), payload: raw(&e.event) }).boxed()
+    events
+        .map(|e| match e {
+            Ok(e) => StreamItem { seq: Some(e.seq), payload: raw(&e.event) },
+            Err(e) => StreamItem { seq: None, payload: Err(e.into()) },
+        })
+        .boxed()
 }
 
 /// The task, if it belongs to the agent addressed by the URL (another agent's task is not found).
