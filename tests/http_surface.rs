@@ -184,8 +184,8 @@ async fn request_id_is_generated_when_absent() {
 #[tokio::test]
 async fn body_over_the_limit_is_413_json_and_the_server_keeps_serving() {
     let s = Server::start_with(CONFIG, ":memory:", &["--max-body-bytes", "1000"]).await;
-    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": user_message(&"word ".repeat(400))}})
-        .to_string();
+    let message = user_message(&"word ".repeat(400));
+    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": message}}).to_string();
     assert!(big.len() >= 2000, "{}", big.len());
     let (status, body) = s.post_raw("echo", big).await;
     assert_eq!(status, 413, "{body}");
@@ -266,4 +266,99 @@ fn version_prints_the_version() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+}
+
+/// Writes `sent` (a request whose body is over the 1000-byte limit but not complete yet, as when a
+/// client is still uploading), reads the answer, and checks that it is a 413 JSON error after
+/// which the connection is either announced as closing (`Connection: close`) or still usable
+/// once the client sends `rest` (the end of the body).
+async fn check_413_mid_upload(s: &Server, sent: String, rest: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(sent.as_bytes()).await.unwrap();
+    // Read the response; stop at EOF or when nothing more comes for a while.
+    let mut received = Vec::new();
+    let mut closed = false;
+    loop {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout(std::time::Duration::from_secs(1), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&received).to_string();
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("413 body is not JSON ({e}): {text}"));
+    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    let head = head.to_ascii_lowercase();
+    if closed {
+        // Closing without saying so makes keep-alive clients reuse a dead connection: their next
+        // request fails (hyper: IncompleteMessage).
+        assert!(
+            head.lines().any(|l| l.starts_with("connection:") && l.contains("close")),
+            "the server closed the connection after the 413 without `Connection: close`:\n{head}"
+        );
+    } else {
+        // The connection is kept: finish the upload, then it must serve the next request.
+        conn.write_all(rest).await.unwrap();
+        conn.write_all(format!("GET /health HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+        let mut buf = [0u8; 4096];
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "connection unusable after 413");
+    }
+    let task = s.send_text("echo", "still here").await;
+    assert_eq!(task["status"]["state"], "input-required");
+}
+
+#[tokio::test]
+async fn chunked_body_over_the_limit_is_413_and_leaves_no_dead_keep_alive_connection() {
+    let s = Server::start_with(CONFIG, ":memory:", &["--max-body-bytes", "1000"]).await;
+    // A chunked body (no Content-Length) whose first chunk already exceeds the limit; the
+    // terminating chunk is still to come when the server answers.
+    let chunk = "x".repeat(2000);
+    let sent = format!(
+        "POST /agents/echo HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n",
+        chunk.len()
+    );
+    check_413_mid_upload(&s, sent, b"0\r\n\r\n").await;
+}
+
+#[tokio::test]
+async fn sized_body_over_the_limit_is_413_and_leaves_no_dead_keep_alive_connection() {
+    let s = Server::start_with(CONFIG, ":memory:", &["--max-body-bytes", "1000"]).await;
+    // Content-Length 2000; 1500 bytes (over the limit) are sent, 500 are still to come.
+    let sent = format!(
+        "POST /agents/echo HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: 2000\r\n\r\n{}",
+        "x".repeat(1500)
+    );
+    check_413_mid_upload(&s, sent, "x".repeat(500).as_bytes()).await;
+}
+
+#[tokio::test]
+async fn cors_origins_flag_restricts_allowed_origins() {
+    let s = Server::start_with(CONFIG, ":memory:", &["--cors-origins", "https://app.example"]).await;
+    let allow = |origin: &'static str| {
+        let request = s.client.get(s.url("/health")).header("origin", origin);
+        async move {
+            let response = request.send().await.unwrap();
+            response.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()).map(str::to_string)
+        }
+    };
+    assert_eq!(allow("https://app.example").await.as_deref(), Some("https://app.example"));
+    assert_eq!(allow("https://evil.example").await, None);
+}
+
+#[tokio::test]
+async fn public_url_trailing_slash_is_not_doubled() {
+    let s = Server::start_with(CONFIG, ":memory:", &["--public-url", "https://pub.example/"]).await;
+    let (_, card) = s.get_json("/.well-known/agent-card.json").await;
+    assert_eq!(card["url"], "https://pub.example/agents/echo");
 }

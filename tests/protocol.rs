@@ -1146,11 +1146,15 @@ async fn push_config_set_with_an_existing_id_replaces_it() {
 #[tokio::test]
 async fn push_config_given_with_message_send_is_listed_with_the_task_id() {
     let s = Server::start().await;
+    let (url, _requests) = push_receiver(0).await;
     let task = s
         .result(
             "echo",
             "message/send",
-            json!({"message": user_message("hi"), "configuration": {"pushNotificationConfig": {"url": HOOK, "token": "t"}}}),
+            json!({
+                "message": user_message("hi"),
+                "configuration": {"pushNotificationConfig": {"url": url, "token": "t"}}
+            }),
         )
         .await;
     let body = s.call("echo", "tasks/pushNotificationConfig/list", json!({"id": task["id"]})).await;
@@ -1186,7 +1190,10 @@ async fn push_notifications_go_to_every_config_of_the_task() {
         s.result(
             "echo",
             "tasks/pushNotificationConfig/set",
-            json!({"taskId": task["id"], "pushNotificationConfig": {"id": id, "url": url, "token": format!("tok-{id}")}}),
+            json!({
+                "taskId": task["id"],
+                "pushNotificationConfig": {"id": id, "url": url, "token": format!("tok-{id}")}
+            }),
         )
         .await;
     }
@@ -1244,4 +1251,111 @@ async fn blocking_send_of_a_long_text_returns_the_whole_answer() {
     let task = s.send_text("echo", &text).await;
     assert_eq!(task["status"]["state"], "input-required");
     assert_eq!(artifacts_text(&task), text);
+}
+
+#[tokio::test]
+async fn non_ascii_text_is_echoed_exactly() {
+    let s = Server::start().await;
+    let text = "héllo wörld — 你好 世界 🌍🚀 naïve\ttabs\nand lines";
+    let task = s.send_text("echo", text).await;
+    assert_eq!(artifacts_text(&task), text);
+    assert_eq!(parts_text(&task["status"]["message"]["parts"]), text);
+    assert_eq!(parts_text(&task["history"][0]["parts"]), text);
+}
+
+#[tokio::test]
+async fn large_integer_id_is_echoed_verbatim() {
+    let s = Server::start().await;
+    // JSON-RPC: the response id MUST be the same value as the request's. An integer beyond 64 bits
+    // is still a valid JSON number and a valid A2A id ("integer").
+    let id = "123456789012345678901234567890";
+    let body =
+        format!(r#"{{"jsonrpc": "2.0", "id": {id}, "method": "tasks/get", "params": {{"id": "no-such-task"}}}}"#);
+    let response =
+        s.client.post(s.agent_url("echo")).header("content-type", "application/json").body(body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(text.contains(&format!(r#""id":{id}"#)), "the id was not echoed verbatim: {text}");
+}
+
+#[tokio::test]
+async fn blocking_send_returns_when_its_task_is_canceled() {
+    let s = Server::start().await;
+    // A first short turn gives us the task id; the second, long turn is sent blocking.
+    let task = s.send_text("slow", "hi").await;
+    let id = task["id"].as_str().unwrap().to_string();
+    let blocking = s.result("slow", "message/send", json!({"message": continuation(&task, THIRTY_WORDS)}));
+    let canceler = async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = s.result("slow", "tasks/get", json!({"id": id})).await;
+            if got["status"]["state"] == "working" && artifacts_text(&got).len() > "hi".len() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the second turn never started: {got}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        s.result("slow", "tasks/cancel", json!({"id": id})).await
+    };
+    let (returned, canceled) = tokio::join!(blocking, canceler);
+    assert_eq!(canceled["status"]["state"], "canceled");
+    assert_eq!(returned["id"], id.as_str());
+    assert_eq!(returned["status"]["state"], "canceled", "the blocking send must return the canceled task");
+}
+
+#[tokio::test]
+async fn pretty_printed_requests_with_surrounding_whitespace_are_accepted() {
+    let s = Server::start().await;
+    let task = s.send_text("echo", "hello").await;
+    let single = serde_json::to_string_pretty(&request(json!("p1"), "tasks/get", json!({"id": task["id"]}))).unwrap();
+    let body = post_200(&s, "echo", &format!("\n  {single}\n\n")).await;
+    assert_eq!(body["id"], "p1", "{body}");
+    assert_eq!(body["result"]["id"], task["id"], "{body}");
+    let batch =
+        serde_json::to_string_pretty(&json!([request(json!(1), "tasks/get", json!({"id": task["id"]}))])).unwrap();
+    let body = post_200(&s, "echo", &format!(" \r\n\t{batch} \n")).await;
+    let responses = body.as_array().unwrap_or_else(|| panic!("a batch answers with an array: {body}"));
+    assert_eq!(responses.len(), 1);
+    assert_eq!(responses[0]["result"]["id"], task["id"], "{body}");
+}
+
+#[tokio::test]
+async fn method_of_wrong_type_is_invalid_request_with_id_echoed() {
+    let s = Server::start().await;
+    let body = post_200(&s, "echo", r#"{"jsonrpc": "2.0", "id": 11, "method": 42, "params": {}}"#).await;
+    expect_error(&body, -32600);
+    assert_eq!(body["id"], 11, "{body}");
+    let body =
+        post_200(&s, "echo", r#"{"jsonrpc": 2.0, "id": "v", "method": "tasks/get", "params": {"id": "x"}}"#).await;
+    expect_error(&body, -32600);
+    assert_eq!(body["id"], "v", "{body}");
+}
+
+#[tokio::test]
+async fn push_config_with_empty_id_given_with_message_send_gets_the_task_id() {
+    let s = Server::start().await;
+    let (url, _requests) = push_receiver(0).await;
+    let task = s
+        .result(
+            "echo",
+            "message/send",
+            json!({
+                "message": user_message("hi"),
+                "configuration": {"pushNotificationConfig": {"id": "", "url": url}}
+            }),
+        )
+        .await;
+    // `set` treats an empty id as absent; the same config given with the message must too,
+    // otherwise it is stored under "" and can never be fetched or deleted by id.
+    let list = s.result("echo", "tasks/pushNotificationConfig/list", json!({"id": task["id"]})).await;
+    let ids: Vec<&Value> = list.as_array().unwrap().iter().map(|c| &c["pushNotificationConfig"]["id"]).collect();
+    assert_eq!(ids, [&task["id"]], "{list}");
+    let body = s
+        .call(
+            "echo",
+            "tasks/pushNotificationConfig/delete",
+            json!({"id": task["id"], "pushNotificationConfigId": task["id"]}),
+        )
+        .await;
+    assert_valid("DeleteTaskPushNotificationConfigSuccessResponse", &body);
 }

@@ -554,3 +554,81 @@ async fn resubscribe_to_another_agents_task_is_task_not_found() {
     };
     assert_eq!(body["error"]["code"], -32001, "{body}");
 }
+
+/// Fifty words for the race tests (no chunk delay: the turn runs as fast as the store goes).
+fn fifty_words() -> String {
+    (0..50).map(|i| format!("word{i}")).collect::<Vec<_>>().join(" ")
+}
+
+#[tokio::test]
+async fn resubscribe_racing_a_running_turn_never_loses_or_repeats_events() {
+    let s = Server::start().await;
+    let text = fifty_words();
+    for round in 0..15 {
+        let task = s
+            .result(
+                "echo",
+                "message/send",
+                json!({"message": user_message(&text), "configuration": {"blocking": false}}),
+            )
+            .await;
+        let events = s.open_stream("echo", "tasks/resubscribe", json!({"id": task["id"]}), None).await.collect().await;
+        let snapshot = result_of(&events[0]);
+        assert_eq!(snapshot["kind"], "task", "round {round}");
+        assert_increasing(&events);
+        let got = format!("{}{}", artifacts_text(snapshot), chunks(&events[1..]).concat());
+        assert_eq!(got, text, "round {round}: snapshot + live chunks must be the text exactly once");
+        if snapshot["status"]["state"] == "input-required" {
+            assert_eq!(events.len(), 1, "round {round}: an idle task gets only its snapshot");
+        } else {
+            assert_final(events.last().unwrap(), "input-required");
+            let logged = s
+                .open_stream("echo", "tasks/resubscribe", json!({"id": task["id"]}), Some(seq(&events[0])))
+                .await
+                .collect()
+                .await;
+            assert_eq!(keyed(&events[1..]), keyed(&logged), "round {round}: live events differ from the log");
+        }
+    }
+}
+
+#[tokio::test]
+async fn resubscribe_with_last_event_id_racing_a_running_turn_matches_the_log() {
+    let s = Server::start().await;
+    let text = fifty_words();
+    for round in 0..15 {
+        let task = s
+            .result(
+                "echo",
+                "message/send",
+                json!({"message": user_message(&text), "configuration": {"blocking": false}}),
+            )
+            .await;
+        let resumed =
+            s.open_stream("echo", "tasks/resubscribe", json!({"id": task["id"]}), Some(1)).await.collect().await;
+        wait_for_state(&s, "echo", task["id"].as_str().unwrap(), "input-required").await;
+        let logged =
+            s.open_stream("echo", "tasks/resubscribe", json!({"id": task["id"]}), Some(1)).await.collect().await;
+        assert_eq!(keyed(&resumed), keyed(&logged), "round {round}");
+        assert_eq!(chunks(&resumed).concat(), text, "round {round}");
+        assert_final(resumed.last().unwrap(), "input-required");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_streams_each_see_their_whole_turn() {
+    let s = Server::start().await;
+    let texts: Vec<String> = (0..12).map(|i| format!("stream {i} says {}", fifty_words())).collect();
+    let streams = texts.iter().map(|t| stream_all(&s, "echo", t));
+    let results = futures::future::join_all(streams).await;
+    let mut task_ids = std::collections::BTreeSet::new();
+    for (events, text) in results.iter().zip(&texts) {
+        assert_eq!(chunks(events).concat(), *text);
+        assert_final(events.last().unwrap(), "input-required");
+        for pair in events.windows(2) {
+            assert_eq!(seq(&pair[1]), seq(&pair[0]) + 1);
+        }
+        task_ids.insert(result_of(&events[0])["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(task_ids.len(), texts.len(), "each stream has its own task");
+}

@@ -371,8 +371,9 @@ fn new_job(id: String, task_id: &str, agent: &str) -> Job {
     }
 }
 
-fn with_default_id(mut config: PushNotificationConfig, task_id: &str) -> PushNotificationConfig {
-    if config.id.is_none() {
+/// A push config without an id (or with an empty one) is identified by its task id.
+pub fn with_default_id(mut config: PushNotificationConfig, task_id: &str) -> PushNotificationConfig {
+    if config.id.as_deref().is_none_or(str::is_empty) {
         config.id = Some(task_id.to_string());
     }
     config

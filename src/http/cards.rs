@@ -28,7 +28,10 @@ pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     }
     let header =
         |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or("").trim());
-    let proto = header("x-forwarded-proto").filter(|p| *p == "https" || *p == "http").unwrap_or("http");
+    let proto = match header("x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
     let host = header("x-forwarded-host").or_else(|| header("host")).filter(|h| !h.is_empty()).unwrap_or("localhost");
     format!("{proto}://{host}")
 }

@@ -51,6 +51,9 @@ pub fn router(state: AppState) -> Router {
         .merge(cards::router())
         .merge(a2a::router(state.options.max_body_bytes))
         .fallback(|| async { HttpError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            HttpError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint".into())
+        })
         .with_state(state)
         .layer(cors)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

@@ -107,7 +107,9 @@ pub async fn handle(ctx: &RpcContext, body: &[u8]) -> Answer {
         }
         let bytes = match call(ctx, item, true).await {
             Called::Done(id, outcome) => response(&id, &outcome),
-            Called::Stream(id, _) => response(&id, &Err(RpcError::invalid_request("streaming methods cannot be batched"))),
+            Called::Stream(id, _) => {
+                response(&id, &Err(RpcError::invalid_request("streaming methods cannot be batched")))
+            }
         };
         out.extend_from_slice(&bytes);
     }

@@ -31,9 +31,7 @@ pub async fn set(ctx: &RpcContext, params: Option<Value>) -> Outcome {
     };
     let mut config: PushNotificationConfig = params::typed(config, "params.pushNotificationConfig")?;
     check_url(&config.url, "params.pushNotificationConfig.url")?;
-    if config.id.as_deref().is_none_or(str::is_empty) {
-        config.id = Some(task_id.clone());
-    }
+    config = crate::engine::with_default_id(config, &task_id);
     super::owned_task(ctx, &task_id).await?;
     ctx.engine
         .backend()

@@ -118,7 +118,9 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         ready_rx,
         running: AtomicU64::new(0),
         closed: AtomicBool::new(false),
-        group: (options.fsync == FsyncPolicy::Always && !temporary).then(|| GroupSync::start(path.clone())).transpose()?,
+        group: (options.fsync == FsyncPolicy::Always && !temporary)
+            .then(|| GroupSync::start(path.clone()))
+            .transpose()?,
         task_ttl_ms: options.task_ttl.as_millis() as u64,
         kind,
     });
@@ -348,7 +350,10 @@ impl GroupSync {
             done: tokio::sync::watch::channel(0).0,
         });
         let worker = group.clone();
-        std::thread::Builder::new().name("journal-group-fsync".into()).spawn(move || worker.run()).map_err(unavailable)?;
+        std::thread::Builder::new()
+            .name("journal-group-fsync".into())
+            .spawn(move || worker.run())
+            .map_err(unavailable)?;
         Ok(group)
     }
 
