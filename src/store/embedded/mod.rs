@@ -21,7 +21,7 @@
 mod keys;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -196,9 +196,7 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Serializes changes to one task; the guard holds the stripe's live-task cache.
     fn lock(&self, task_id: &str) -> std::sync::MutexGuard<'_, HashMap<String, StoredTask>> {
-        let mut h = self.hasher.build_hasher();
-        task_id.hash(&mut h);
-        let stripe = &self.stripes[(h.finish() as usize) % LOCK_STRIPES];
+        let stripe = &self.stripes[(self.hasher.hash_one(task_id) as usize) % LOCK_STRIPES];
         stripe.lock().unwrap_or_else(|p| p.into_inner())
     }
 
