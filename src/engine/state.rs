@@ -25,56 +25,53 @@ pub struct Effects {
     pub push_config: Option<PushNotificationConfig>,
 }
 
-/// Applies `change` to `current` (None when the task does not exist yet).
-pub fn transition(
-    current: Option<StoredTask>,
-    change: Change,
-) -> Result<(StoredTask, StreamEvent, Effects), StoreError> {
+/// Applies `change` to `current` in place (None when the task does not exist yet) and returns
+/// the event to log. On error `current` is left exactly as it was: every check comes before
+/// the first mutation.
+pub fn transition(current: &mut Option<StoredTask>, change: Change) -> Result<(StreamEvent, Effects), StoreError> {
     let now = now_ms();
     let mut effects = Effects::default();
-    let (mut stored, event) = match change {
+    let event = match change {
         Change::Create { task, agent, job, push_config } => {
             if current.is_some() {
                 return Err(StoreError::TaskExists(task.id));
             }
-            let mut stored = StoredTask {
+            let mut job = job;
+            job.base_seq = 1;
+            let event = StreamEvent::Task(task.clone());
+            *current = Some(StoredTask {
                 task,
                 agent,
-                seq: 0,
+                seq: 1,
                 job_id: Some(job.id.clone()),
                 has_push: push_config.is_some(),
                 created_ms: now,
                 updated_ms: now,
-            };
-            stored.seq = 1;
-            let mut job = job;
-            job.base_seq = 1;
+            });
             effects.enqueue = Some(job);
             effects.push_config = push_config;
-            let event = StreamEvent::Task(stored.task.clone());
-            return Ok((stored, event, effects));
+            return Ok((event, effects));
         }
         Change::Continue { task_id, message, mut job, push_config } => {
-            let mut stored = live(current, &task_id)?;
-            stored.has_push |= push_config.is_some();
-            effects.push_config = push_config;
+            let stored = live(current, &task_id)?;
             if !stored.task.status.state.is_interrupted() {
                 return Err(StoreError::Conflict(format!(
                     "Task {task_id} is {} and cannot accept a new message until it asks for input",
                     stored.task.status.state.as_str()
                 )));
             }
+            stored.has_push |= push_config.is_some();
+            effects.push_config = push_config;
             stored.task.history.get_or_insert_with(Vec::new).push(message);
             stored.task.status = TaskStatus::now(TaskState::Submitted, None);
             job.artifacts_base = stored.task.artifacts.as_ref().map_or(0, Vec::len);
             job.base_seq = stored.seq + 1;
             stored.job_id = Some(job.id.clone());
             effects.enqueue = Some(job);
-            let event = StreamEvent::Task(stored.task.clone());
-            (stored, event)
+            StreamEvent::Task(stored.task.clone())
         }
         Change::StartTurn { job } => {
-            let mut stored = live(current, &job.task_id)?;
+            let stored = live(current, &job.task_id)?;
             if stored.job_id.as_deref() != Some(job.id.as_str()) {
                 return Err(StoreError::Conflict(format!(
                     "job {} is no longer current for task {}",
@@ -89,11 +86,10 @@ pub fn transition(
                     effects.drop_events = Some((job.base_seq, stored.seq));
                 }
             }
-            let event = status_change(&mut stored, TaskStatus::now(TaskState::Working, None), false);
-            (stored, event)
+            status_change(stored, TaskStatus::now(TaskState::Working, None), false)
         }
         Change::Status { task_id, status, is_final, ack_job } => {
-            let mut stored = live(current, &task_id)?;
+            let stored = live(current, &task_id)?;
             if let Some(job) = ack_job {
                 if stored.job_id.as_deref() == Some(job.as_str()) {
                     stored.job_id = None;
@@ -103,13 +99,12 @@ pub fn transition(
             if let Some(message) = &status.message {
                 stored.task.history.get_or_insert_with(Vec::new).push(message.clone());
             }
-            let event = status_change(&mut stored, status, is_final);
-            (stored, event)
+            status_change(stored, status, is_final)
         }
         Change::Artifact { task_id, artifact, append, last_chunk } => {
-            let mut stored = live(current, &task_id)?;
+            let stored = live(current, &task_id)?;
             merge_artifact(stored.task.artifacts.get_or_insert_with(Vec::new), &artifact, append);
-            let event = StreamEvent::Artifact(TaskArtifactUpdateEvent {
+            StreamEvent::Artifact(TaskArtifactUpdateEvent {
                 kind: ArtifactUpdateKind,
                 task_id: stored.task.id.clone(),
                 context_id: stored.task.context_id.clone(),
@@ -117,25 +112,25 @@ pub fn transition(
                 append: Some(append),
                 last_chunk: Some(last_chunk),
                 metadata: None,
-            });
-            (stored, event)
+            })
         }
         Change::Cancel { task_id } => {
-            let mut stored = live(current, &task_id)?;
+            let stored = live(current, &task_id)?;
             effects.ack = stored.job_id.take();
-            let event = status_change(&mut stored, TaskStatus::now(TaskState::Canceled, None), true);
-            (stored, event)
+            status_change(stored, TaskStatus::now(TaskState::Canceled, None), true)
         }
     };
-    stored.seq += 1;
-    stored.updated_ms = now;
-    effects.terminal = stored.task.status.state.is_terminal();
-    Ok((stored, event, effects))
+    if let Some(stored) = current.as_mut() {
+        stored.seq += 1;
+        stored.updated_ms = now;
+        effects.terminal = stored.task.status.state.is_terminal();
+    }
+    Ok((event, effects))
 }
 
 /// The task must exist and be live.
-fn live(current: Option<StoredTask>, task_id: &str) -> Result<StoredTask, StoreError> {
-    let stored = current.ok_or_else(|| StoreError::TaskNotFound(task_id.to_string()))?;
+fn live<'a>(current: &'a mut Option<StoredTask>, task_id: &str) -> Result<&'a mut StoredTask, StoreError> {
+    let stored = current.as_mut().ok_or_else(|| StoreError::TaskNotFound(task_id.to_string()))?;
     let state = stored.task.status.state;
     if state.is_terminal() {
         return Err(StoreError::TaskTerminal { id: task_id.to_string(), state: state.as_str() });

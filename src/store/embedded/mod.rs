@@ -155,6 +155,13 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
     serde_json::from_slice(bytes).map_err(|e| StoreError::Unavailable(format!("corrupt record: {e}")))
 }
 
+/// A task with a turn queued or running, cached while it is the truth.
+struct LiveTask {
+    task: Option<Arc<StoredTask>>,
+    /// Encoded events of the running turn not written yet, oldest first.
+    pending: Vec<(u64, Vec<u8>)>,
+}
+
 /// Number of stripes of the per-task lock.
 const LOCK_STRIPES: usize = 256;
 
@@ -180,7 +187,7 @@ pub struct EmbeddedStore {
     /// Striped per-task locks; each stripe also caches the tasks that have a job queued or
     /// running. A cached task is the truth: its intermediate changes (working, chunks) are only
     /// logged as events, and its record is written at the points a client is told about.
-    stripes: Vec<Mutex<HashMap<String, StoredTask>>>,
+    stripes: Vec<Mutex<HashMap<String, LiveTask>>>,
     hasher: std::collections::hash_map::RandomState,
     bus: Arc<LocalBus>,
     ready_tx: async_channel::Sender<Job>,
@@ -195,7 +202,7 @@ pub struct EmbeddedStore {
 
 impl EmbeddedStore {
     /// Serializes changes to one task; the guard holds the stripe's live-task cache.
-    fn lock(&self, task_id: &str) -> std::sync::MutexGuard<'_, HashMap<String, StoredTask>> {
+    fn lock(&self, task_id: &str) -> std::sync::MutexGuard<'_, HashMap<String, LiveTask>> {
         let stripe = &self.stripes[(self.hasher.hash_one(task_id) as usize) % LOCK_STRIPES];
         stripe.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -208,14 +215,10 @@ impl EmbeddedStore {
     }
 
     /// The task: from the live cache when a turn is queued or running, else from disk.
-    fn current_task(
-        &self,
-        live: &mut HashMap<String, StoredTask>,
-        task_id: &str,
-    ) -> Result<Option<StoredTask>, StoreError> {
+    fn current_task(&self, live: &mut HashMap<String, LiveTask>, task_id: &str) -> Result<LiveTask, StoreError> {
         match live.remove(task_id) {
-            Some(task) => Ok(Some(task)),
-            None => self.read_task(task_id),
+            Some(task) => Ok(task),
+            None => Ok(LiveTask { task: self.read_task(task_id)?.map(Arc::new), pending: Vec::new() }),
         }
     }
 
@@ -247,60 +250,81 @@ impl EmbeddedStore {
         let task_id = change.task_id().to_string();
         let sync = change.needs_sync();
         let mut live = self.lock(&task_id);
-        let mut current = self.current_task(&mut live, &task_id)?;
+        let LiveTask { task: cached, mut pending } = self.current_task(&mut live, &task_id)?;
+        // The cache's Arc is usually the only one left by now: take the task without a copy.
+        let mut current = cached.map(|t| Arc::try_unwrap(t).unwrap_or_else(|t| StoredTask::clone(&t)));
         if let (Change::StartTurn { job }, Some(task)) = (&change, current.as_mut()) {
             if job.attempt > 1 {
                 // The failed attempt may have logged events its record never saw.
                 task.seq = task.seq.max(self.last_logged_seq(&task_id)?);
             }
         }
-        let before = current.clone();
-        let (stored, event, effects) = match transition(current, change) {
+        let (event, effects) = match transition(&mut current, change) {
             Ok(v) => v,
             Err(e) => {
-                if let Some(task) = before.filter(|t| t.job_id.is_some() && !t.task.status.state.is_terminal()) {
-                    live.insert(task_id, task);
+                if let Some(task) = current.filter(|t| t.job_id.is_some() && !t.task.status.state.is_terminal()) {
+                    live.insert(task_id, LiveTask { task: Some(Arc::new(task)), pending });
                 }
                 return Err(e);
             }
         };
+        let Some(stored) = current else {
+            return Err(StoreError::TaskNotFound(task_id));
+        };
         let keep_live = stored.job_id.is_some() && !stored.task.status.state.is_terminal();
-        let mut batch = self.batch(sync);
-        let t = &self.t;
-        if sync || !keep_live {
-            batch.insert(&t.tasks, task_id.as_str(), encode(&stored));
-        }
-        if let Some((from, to)) = effects.drop_events {
-            for seq in from + 1..=to {
-                batch.remove(&t.events, keys::event(&task_id, seq));
+        let encoded_event = encode(&event);
+        let seq = stored.seq;
+        // Progress of a running turn (working, chunks) needs no write of its own: its events
+        // wait in the cache and go out with the next write, since a retried turn re-creates them.
+        let only_progress = !sync
+            && keep_live
+            && effects.drop_events.is_none()
+            && effects.enqueue.is_none()
+            && effects.ack.is_none()
+            && effects.push_config.is_none();
+        if only_progress {
+            pending.push((seq, encoded_event));
+        } else {
+            let mut batch = self.batch(sync);
+            let t = &self.t;
+            if sync || !keep_live {
+                batch.insert(&t.tasks, task_id.as_str(), encode(&stored));
             }
+            if let Some((from, to)) = effects.drop_events {
+                pending.retain(|(seq, _)| *seq <= from || *seq > to);
+                for seq in from + 1..=to {
+                    batch.remove(&t.events, keys::event(&task_id, seq));
+                }
+            }
+            for (seq, bytes) in pending.drain(..) {
+                batch.insert(&t.events, keys::event(&task_id, seq), bytes);
+            }
+            batch.insert(&t.events, keys::event(&task_id, seq), encoded_event);
+            if let Some(job) = &effects.enqueue {
+                batch.insert(&t.jobs, job.id.as_str(), encode(job));
+            }
+            if let Some(job_id) = &effects.ack {
+                batch.remove(&t.jobs, job_id.as_str());
+            }
+            if effects.terminal {
+                batch.insert(&t.expiry, keys::expiry(now_ms() + self.task_ttl_ms, &task_id), Vec::<u8>::new());
+            }
+            if let Some(config) = &effects.push_config {
+                let id = config.id.as_deref().unwrap_or(task_id.as_str());
+                batch.insert(&t.push, keys::pair(&task_id, id), encode(config));
+            }
+            extra(&mut batch, t);
+            batch.commit().map_err(unavailable)?;
         }
-        batch.insert(&t.events, keys::event(&task_id, stored.seq), encode(&event));
-        if let Some(job) = &effects.enqueue {
-            batch.insert(&t.jobs, job.id.as_str(), encode(job));
-        }
-        if let Some(job_id) = &effects.ack {
-            batch.remove(&t.jobs, job_id.as_str());
-        }
-        if effects.terminal {
-            batch.insert(&t.expiry, keys::expiry(now_ms() + self.task_ttl_ms, &task_id), Vec::<u8>::new());
-        }
-        if let Some(config) = &effects.push_config {
-            let id = config.id.as_deref().unwrap_or(task_id.as_str());
-            batch.insert(&t.push, keys::pair(&task_id, id), encode(config));
-        }
-        extra(&mut batch, t);
-        batch.commit().map_err(unavailable)?;
         let push_configs = if stored.has_push && matches!(event, StreamEvent::Status(_) | StreamEvent::Task(_)) {
             self.read_push_configs(&task_id)?
         } else {
             Vec::new()
         };
-        let seq = stored.seq;
         let stored = Arc::new(stored);
         self.bus.publish(&task_id, seq, &event, &stored);
         if keep_live {
-            live.insert(task_id, StoredTask::clone(&stored));
+            live.insert(task_id, LiveTask { task: Some(stored.clone()), pending });
         }
         drop(live);
         if let Some(job) = effects.enqueue {
@@ -410,7 +434,7 @@ impl TaskStore for EmbeddedHandle {
     }
 
     async fn get_task(&self, task_id: &str) -> Result<Option<StoredTask>, StoreError> {
-        if let Some(task) = self.0.lock(task_id).get(task_id) {
+        if let Some(task) = self.0.lock(task_id).get(task_id).and_then(|l| l.task.as_deref()) {
             return Ok(Some(task.clone()));
         }
         self.0.read_task(task_id)
@@ -421,10 +445,17 @@ impl TaskStore for EmbeddedHandle {
         if after == u64::MAX {
             return Ok(out);
         }
+        // Under the task's lock, so a write moving pending events to disk cannot interleave.
+        let live = self.0.lock(task_id);
         let range = keys::event(task_id, after + 1)..=keys::event(task_id, u64::MAX);
         for item in self.0.t.events.range(range) {
             let (key, value) = item.into_inner().map_err(unavailable)?;
             out.push(LoggedEvent { seq: keys::event_seq(&key), event: decode(&value)?, snapshot: None });
+        }
+        if let Some(task) = live.get(task_id) {
+            for (seq, bytes) in task.pending.iter().filter(|(seq, _)| *seq > after) {
+                out.push(LoggedEvent { seq: *seq, event: decode(bytes)?, snapshot: None });
+            }
         }
         Ok(out)
     }
@@ -434,8 +465,8 @@ impl TaskStore for EmbeddedHandle {
         self.0
             .durably(true, move |s| {
                 let mut live = s.lock(&task_id);
-                if let Some(task) = live.get_mut(&task_id) {
-                    task.has_push = true;
+                if let Some(task) = live.get_mut(&task_id).and_then(|l| l.task.as_mut()) {
+                    Arc::make_mut(task).has_push = true;
                 }
                 let Some(mut stored) = s.read_task(&task_id)? else {
                     return Err(StoreError::TaskNotFound(task_id));
