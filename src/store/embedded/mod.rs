@@ -20,7 +20,7 @@
 
 mod keys;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -116,7 +116,7 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         bus: bus.clone(),
         ready_tx,
         ready_rx,
-        running: AtomicU64::new(0),
+        leased: Mutex::new(HashSet::new()),
         closed: AtomicBool::new(false),
         group: (options.fsync == FsyncPolicy::Always && !temporary)
             .then(|| GroupSync::start(path.clone()))
@@ -192,7 +192,8 @@ pub struct EmbeddedStore {
     bus: Arc<LocalBus>,
     ready_tx: async_channel::Sender<Job>,
     ready_rx: async_channel::Receiver<Job>,
-    running: AtomicU64,
+    /// Jobs handed to a worker and not yet acknowledged, retried or dead-lettered.
+    leased: Mutex<HashSet<String>>,
     closed: AtomicBool,
     /// Group fsync under the `always` policy.
     group: Option<Arc<GroupSync>>,
@@ -212,6 +213,16 @@ impl EmbeddedStore {
     /// journal buffer until the next such commit, since a retried turn re-creates it anyway.
     fn batch(&self, sync: bool) -> fjall::OwnedWriteBatch {
         self.db.batch().durability(sync.then_some(PersistMode::Buffer))
+    }
+
+    /// Records that a worker took (`lease`) or let go of a job.
+    fn release_or_lease(&self, job_id: &str, lease: bool) {
+        let mut leased = self.leased.lock().unwrap_or_else(|p| p.into_inner());
+        if lease {
+            leased.insert(job_id.to_string());
+        } else {
+            leased.remove(job_id);
+        }
     }
 
     /// The task: from the live cache when a turn is queued or running, else from disk.
@@ -327,6 +338,9 @@ impl EmbeddedStore {
             live.insert(task_id, LiveTask { task: Some(stored.clone()), pending });
         }
         drop(live);
+        if let Some(job_id) = &effects.ack {
+            self.release_or_lease(job_id, false);
+        }
         if let Some(job) = effects.enqueue {
             let _ = self.ready_tx.try_send(job);
         }
@@ -557,13 +571,13 @@ impl TaskQueue for EmbeddedHandle {
             return None;
         }
         let job = s.ready_rx.recv().await.ok()?;
-        s.running.fetch_add(1, Ordering::Relaxed);
+        s.release_or_lease(&job.id, true);
         Some(job)
     }
 
     async fn retry(&self, mut job: Job, error: String, delay_ms: u64) -> Result<(), StoreError> {
         let s = &self.0;
-        s.running.fetch_sub(1, Ordering::Relaxed);
+        s.release_or_lease(&job.id, false);
         job.attempt += 1;
         job.last_error = Some(error);
         let stored = job.clone();
@@ -583,7 +597,7 @@ impl TaskQueue for EmbeddedHandle {
 
     async fn discard(&self, job: &Job) {
         let s = &self.0;
-        s.running.fetch_sub(1, Ordering::Relaxed);
+        s.release_or_lease(&job.id, false);
         let mut batch = s.batch(false);
         batch.remove(&s.t.jobs, job.id.as_str());
         if let Err(e) = batch.commit() {
@@ -592,7 +606,7 @@ impl TaskQueue for EmbeddedHandle {
     }
 
     async fn dead_letter(&self, job: Job, error: String) -> Result<Applied, StoreError> {
-        self.0.running.fetch_sub(1, Ordering::Relaxed);
+        self.0.release_or_lease(&job.id, false);
         self.0.durably(true, move |s| dead_letter_now(s, job, error)).await
     }
 
@@ -626,7 +640,7 @@ impl TaskQueue for EmbeddedHandle {
         let s = &self.0;
         let jobs = s.t.jobs.len().map_err(unavailable)? as u64;
         let dead = s.t.dead.len().map_err(unavailable)? as u64;
-        let running = s.running.load(Ordering::Relaxed);
+        let running = s.leased.lock().unwrap_or_else(|p| p.into_inner()).len() as u64;
         Ok(QueueStats { pending: jobs.saturating_sub(running), running, dead_letter: dead })
     }
 
