@@ -34,13 +34,7 @@ async fn acknowledged_tasks_survive_kill_9() {
         assert_eq!(task["status"]["state"], "completed");
         ids.push(task["id"].as_str().unwrap().to_string());
     }
-    let pending = server
-        .result(
-            "slow",
-            "message/send",
-            json!({"message": user_message(LONG_TEXT), "configuration": {"blocking": false}}),
-        )
-        .await;
+    let pending = server.send_non_blocking("slow", LONG_TEXT).await;
     server.kill9();
 
     let server = server.restart(&[]);
@@ -87,13 +81,7 @@ async fn turn_interrupted_by_kill_9_is_rerun_without_duplicate_chunks() {
 async fn turn_that_keeps_dying_is_failed_after_max_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start_with(CONFIG, dir.path().to_str().unwrap(), &["--max-attempts", "2"]).await;
-    let task = server
-        .result(
-            "slow",
-            "message/send",
-            json!({"message": user_message(LONG_TEXT), "configuration": {"blocking": false}}),
-        )
-        .await;
+    let task = server.send_non_blocking("slow", LONG_TEXT).await;
     let task_id = task["id"].as_str().unwrap().to_string();
     wait_for_state(&server, "slow", &task_id, "working").await;
     server.kill9();
@@ -113,13 +101,7 @@ async fn turn_that_keeps_dying_is_failed_after_max_attempts() {
 async fn sigterm_finishes_running_turns_before_exiting() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start_with(CONFIG, dir.path().to_str().unwrap(), &[]).await;
-    let task = server
-        .result(
-            "slow",
-            "message/send",
-            json!({"message": user_message(LONG_TEXT), "configuration": {"blocking": false}}),
-        )
-        .await;
+    let task = server.send_non_blocking("slow", LONG_TEXT).await;
     let task_id = task["id"].as_str().unwrap().to_string();
     wait_for_state(&server, "slow", &task_id, "working").await;
     let status = server.terminate();

@@ -343,13 +343,7 @@ async fn cancel_on_unknown_task_is_task_not_found() {
 #[tokio::test]
 async fn cancel_stops_a_running_turn_for_good() {
     let s = Server::start().await;
-    let task = s
-        .result(
-            "slow",
-            "message/send",
-            json!({"message": user_message(THIRTY_WORDS), "configuration": {"blocking": false}}),
-        )
-        .await;
+    let task = s.send_non_blocking("slow", THIRTY_WORDS).await;
     let id = task["id"].as_str().unwrap().to_string();
     // Wait for the turn to be mid-stream: at least one chunk out.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -425,13 +425,7 @@ async fn browser_stream_of_idle_task_sends_the_task_then_closes() {
 #[tokio::test]
 async fn browser_stream_follows_a_live_task_like_resubscribe() {
     let s = Server::start().await;
-    let task = s
-        .result(
-            "slow",
-            "message/send",
-            json!({"message": user_message(THIRTY_WORDS), "configuration": {"blocking": false}}),
-        )
-        .await;
+    let task = s.send_non_blocking("slow", THIRTY_WORDS).await;
     let task_id = task["id"].as_str().unwrap().to_string();
     let (headers, mut stream) = browser_stream(&s, "slow", &task_id, None).await;
     assert!(headers.contains_key("access-control-allow-origin"), "{headers:?}");
@@ -565,13 +559,7 @@ async fn resubscribe_racing_a_running_turn_never_loses_or_repeats_events() {
     let s = Server::start().await;
     let text = fifty_words();
     for round in 0..15 {
-        let task = s
-            .result(
-                "echo",
-                "message/send",
-                json!({"message": user_message(&text), "configuration": {"blocking": false}}),
-            )
-            .await;
+        let task = s.send_non_blocking("echo", &text).await;
         let events = s.open_stream("echo", "tasks/resubscribe", json!({"id": task["id"]}), None).await.collect().await;
         let snapshot = result_of(&events[0]);
         assert_eq!(snapshot["kind"], "task", "round {round}");
@@ -597,13 +585,7 @@ async fn resubscribe_with_last_event_id_racing_a_running_turn_matches_the_log() 
     let s = Server::start().await;
     let text = fifty_words();
     for round in 0..15 {
-        let task = s
-            .result(
-                "echo",
-                "message/send",
-                json!({"message": user_message(&text), "configuration": {"blocking": false}}),
-            )
-            .await;
+        let task = s.send_non_blocking("echo", &text).await;
         let resumed =
             s.open_stream("echo", "tasks/resubscribe", json!({"id": task["id"]}), Some(1)).await.collect().await;
         wait_for_state(&s, "echo", task["id"].as_str().unwrap(), "input-required").await;

@@ -144,6 +144,12 @@ impl Server {
         self.result(agent, "message/send", json!({"message": user_message(text)})).await
     }
 
+    /// Sends a user message with `blocking: false` and returns the task as first answered.
+    pub async fn send_non_blocking(&self, agent: &str, text: &str) -> Value {
+        self.result(agent, "message/send", json!({"message": user_message(text), "configuration": {"blocking": false}}))
+            .await
+    }
+
     /// Opens an SSE request and returns the reader.
     pub async fn open_stream(&self, agent: &str, method: &str, params: Value, last_event_id: Option<u64>) -> SseReader {
         let mut request = self
