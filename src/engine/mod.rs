@@ -215,11 +215,6 @@ impl Engine {
         Ok(self.inner.backend.store.events_after(task_id, seq).await?)
     }
 
-    /// Subscribes to a task's live events.
-    pub fn subscribe(&self, task_id: &str) -> broadcast::Receiver<Arc<LoggedEvent>> {
-        self.inner.backend.bus.subscribe(task_id)
-    }
-
     fn running_token(&self, task_id: &str) -> Option<CancellationToken> {
         self.inner.running.lock().ok().and_then(|r| r.get(task_id).cloned())
     }
