@@ -201,18 +201,7 @@ async fn message_stream_validation_error_is_a_plain_json_response() {
     let s = Server::start().await;
     let mut message = user_message("x");
     message["parts"] = json!([]);
-    let response = s
-        .client
-        .post(s.agent_url("echo"))
-        .header("content-type", "application/json")
-        .header("accept", "text/event-stream")
-        .body(
-            json!({"jsonrpc": "2.0", "id": "s1", "method": "message/stream", "params": {"message": message}})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = s.stream_request("echo", "message/stream", json!({"message": message}), None).await;
     assert_eq!(response.status(), 200);
     let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     assert!(content_type.starts_with("application/json"), "content-type {content_type}");
@@ -462,18 +451,7 @@ async fn message_stream_to_completed_task_is_invalid_params() {
     let task = s.send_text("done", "over").await;
     let mut message = user_message("more");
     message["taskId"] = task["id"].clone();
-    let response = s
-        .client
-        .post(s.agent_url("done"))
-        .header("content-type", "application/json")
-        .header("accept", "text/event-stream")
-        .body(
-            json!({"jsonrpc": "2.0", "id": "s1", "method": "message/stream", "params": {"message": message}})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = s.stream_request("done", "message/stream", json!({"message": message}), None).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_valid("JSONRPCErrorResponse", &body);

@@ -152,6 +152,17 @@ impl Server {
 
     /// Opens an SSE request and returns the reader.
     pub async fn open_stream(&self, agent: &str, method: &str, params: Value, last_event_id: Option<u64>) -> SseReader {
+        SseReader::new(self.stream_request(agent, method, params, last_event_id).await)
+    }
+
+    /// POSTs a streaming request (id "s1", `Accept: text/event-stream`) and returns the raw response.
+    pub async fn stream_request(
+        &self,
+        agent: &str,
+        method: &str,
+        params: Value,
+        last_event_id: Option<u64>,
+    ) -> reqwest::Response {
         let mut request = self
             .client
             .post(self.agent_url(agent))
@@ -161,8 +172,7 @@ impl Server {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id.to_string());
         }
-        let response = request.send().await.expect("stream request");
-        SseReader::new(response)
+        request.send().await.expect("stream request")
     }
 
     /// An absolute URL on the server for `path` (which starts with `/`).
