@@ -8,7 +8,7 @@
 #      py/  venv with conformance/python/requirements.txt  (a2a-sdk 0.3.26)
 #      js/  npm ci of conformance/js/package-lock.json     (@a2a-js/sdk 0.3.14)
 #    Each is rebuilt only when its requirements / lockfile change (stamp files).
-# 2. Writes a temporary config with the agents echo, slow and done.
+# 2. Uses tests/agents.yaml (agents echo, slow and done; shared with the Rust tests).
 # 3. Starts `BIN serve` on 127.0.0.1 with an ephemeral port and an in-memory store, and reads
 #    the port from its "listening on http://127.0.0.1:PORT" line on stdout.
 # 4. Runs conformance/python/test_client.py and conformance/js/client.mjs against it.
@@ -76,29 +76,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-CONFIG="$TMP/config.yaml"
-cat >"$CONFIG" <<'EOF'
-default_agent: echo
-agents:
-  echo:
-    type: echo
-    description: Echoes text back
-    end_state: input-required
-    chunk_delay_ms: 0
-    skills: [{id: echo, name: Echo, description: Echoes the input, tags: [echo]}]
-  slow:
-    type: echo
-    description: Echo that streams slowly
-    end_state: input-required
-    chunk_delay_ms: 50
-    skills: [{id: echo, name: Echo, description: Echoes the input, tags: [echo]}]
-  done:
-    type: echo
-    description: Echo that completes each task
-    end_state: completed
-    chunk_delay_ms: 0
-    skills: [{id: echo, name: Echo, description: Echoes the input, tags: [echo]}]
-EOF
+# The agents the clients expect (echo, slow, done), shared with the Rust integration tests.
+CONFIG="$ROOT/tests/agents.yaml"
 
 # --- 3. server ---------------------------------------------------------------------------------
 OUT="$TMP/server.stdout"

@@ -9,28 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 /// The config most tests use: `echo` (input-required), `slow` (chunks every 50 ms), `done`
-/// (completes), `hidden` (private).
-pub const CONFIG: &str = r#"
-default_agent: echo
-agents:
-  echo:
-    type: echo
-    description: Echoes text back
-    end_state: input-required
-    skills: [{id: echo, name: Echo, description: Echoes the input, tags: [echo]}]
-  slow:
-    type: echo
-    description: Echo that streams slowly
-    end_state: input-required
-    chunk_delay_ms: 50
-  done:
-    type: echo
-    description: Echo that completes each task
-    end_state: completed
-  hidden:
-    type: echo
-    visibility: private
-"#;
+/// (completes), `hidden` (private). The conformance suite uses the same file.
+pub const CONFIG: &str = include_str!("../agents.yaml");
 
 /// A running server process.
 pub struct Server {
