@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/switchyard
 
-.PHONY: run build test unit conformance bench lint fmt
+.PHONY: run build test unit test-redis conformance bench lint fmt
 
 ## Run the server with ./config.yaml and the embedded store in ./data.
 run:
@@ -12,11 +12,17 @@ run:
 build:
 	$(CARGO) build --release --locked
 
-## Every test: Rust unit and integration tests, then the official-SDK conformance suite.
-test: build unit conformance
+## Every test: Rust unit and integration tests (the HTTP suites once per backend), then the
+## official-SDK conformance suite. Redis tests start their own redis-server (or use REDIS_URL).
+test: build unit test-redis conformance
 
 unit:
 	$(CARGO) test --release --locked
+
+## The HTTP suites again, every server on a private Redis instead of the embedded store.
+test-redis:
+	SWITCHYARD_TEST_BACKEND=redis $(CARGO) test --release --locked \
+		--test protocol --test streaming --test http_surface --test durability
 
 conformance: build
 	conformance/run.sh $(BIN)

@@ -13,6 +13,7 @@ use switchyard::config::{parse_duration, Config};
 use switchyard::http::HttpOptions;
 use switchyard::server::{serve, ServeOptions};
 use switchyard::store::embedded::{EmbeddedOptions, FsyncPolicy};
+use switchyard::store::redis::RedisOptions;
 
 #[derive(Parser)]
 #[command(name = "switchyard", version, about = "An A2A (Agent-to-Agent protocol) server")]
@@ -26,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default when no command is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check a configuration file and print precise errors.
     Validate {
         #[arg(long, env = "SWITCHYARD_CONFIG", default_value = "config.yaml")]
@@ -72,6 +73,16 @@ struct ServeArgs {
     /// loss) or an interval such as `100ms` (a power loss loses at most that much).
     #[arg(long, env = "SWITCHYARD_FSYNC", default_value = "100ms")]
     fsync: FsyncPolicy,
+    /// Use Redis instead of the embedded store (`redis://host:port/db`): instances on the same
+    /// Redis and prefix share tasks, queue and streams.
+    #[arg(long, env = "SWITCHYARD_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Prefix (and hash tag) of every Redis key; one deployment per prefix.
+    #[arg(long, env = "SWITCHYARD_REDIS_PREFIX", default_value = "switchyard")]
+    redis_prefix: String,
+    /// With Redis: a job whose worker has been silent this long is taken over by another instance.
+    #[arg(long, env = "SWITCHYARD_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    visibility_timeout: Duration,
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -103,7 +114,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some(Command::Serve(args)) => run(args),
+        Some(Command::Serve(args)) => run(*args),
         None => run(cli.serve),
     }
 }
@@ -126,6 +137,13 @@ fn run(args: ServeArgs) -> ExitCode {
         workers,
         max_attempts: args.max_attempts.max(1),
         store: EmbeddedOptions { task_ttl: args.task_ttl, fsync: args.fsync },
+        redis: args.redis_url.map(|url| RedisOptions {
+            prefix: args.redis_prefix,
+            task_ttl: args.task_ttl,
+            visibility_timeout: args.visibility_timeout,
+            max_attempts: args.max_attempts.max(1),
+            ..RedisOptions::new(&url)
+        }),
         http: HttpOptions {
             public_url: args.public_url,
             max_body_bytes: args.max_body_bytes,

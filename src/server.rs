@@ -24,6 +24,8 @@ pub struct ServeOptions {
     pub max_attempts: u32,
     /// Embedded store settings (retention, fsync policy).
     pub store: store::embedded::EmbeddedOptions,
+    /// Redis settings; when present Redis replaces the embedded store.
+    pub redis: Option<store::redis::RedisOptions>,
     pub http: HttpOptions,
     /// How long a shutdown waits for running turns before leaving them to the next start.
     pub shutdown_grace: Duration,
@@ -31,8 +33,11 @@ pub struct ServeOptions {
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
-    let backend = store::embedded::open(&options.data_dir, &options.store)
-        .map_err(|e| anyhow_like::Error(format!("cannot open store in {}: {e}", options.data_dir)))?;
+    let backend = match &options.redis {
+        Some(redis) => store::redis::open(redis).await.map_err(|e| anyhow_like::Error(e.to_string()))?,
+        None => store::embedded::open(&options.data_dir, &options.store)
+            .map_err(|e| anyhow_like::Error(format!("cannot open store in {}: {e}", options.data_dir)))?,
+    };
     let agents = AgentRegistry::from_config(&options.config);
     let engine = Engine::new(
         backend.clone(),

@@ -83,11 +83,11 @@ async fn turn_that_keeps_dying_is_failed_after_max_attempts() {
     let mut server = Server::start_with(CONFIG, dir.path().to_str().unwrap(), &["--max-attempts", "2"]).await;
     let task = server.send_non_blocking("slow", LONG_TEXT).await;
     let task_id = task["id"].as_str().unwrap().to_string();
-    wait_for_state(&server, "slow", &task_id, "working").await;
+    let first = wait_for_state(&server, "slow", &task_id, "working").await;
     server.kill9();
     // Attempt 2 starts after this restart; kill it mid-turn too.
     let mut server = server.restart(&["--max-attempts", "2"]);
-    wait_for_state(&server, "slow", &task_id, "working").await;
+    wait_for_new_attempt(&server, "slow", &task_id, &first["status"]["timestamp"]).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.kill9();
 

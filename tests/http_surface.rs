@@ -127,7 +127,7 @@ async fn health_reports_ok_store_and_version() {
     let (status, body) = s.get_json("/health").await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "ok");
-    assert_eq!(body["store"], "memory");
+    assert_eq!(body["store"], if common::test_backend_is_redis() { "redis" } else { "memory" });
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
 }
 

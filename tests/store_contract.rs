@@ -9,6 +9,8 @@ use switchyard::protocol::{
 };
 use switchyard::store::{Backend, Change, Job, StoreError};
 
+mod common;
+
 fn message(text: &str, task_id: &str) -> Message {
     Message {
         kind: MessageKind,
@@ -215,7 +217,7 @@ async fn expired_terminal_tasks_are_swept(b: Backend) {
 }
 
 async fn subscribers_see_events_after_they_are_readable(b: Backend) {
-    let mut rx = b.bus.subscribe("t1");
+    let mut rx = b.bus.subscribe("t1").await.unwrap();
     b.store.apply(create("t1", "j1")).await.unwrap();
     let event = rx.recv().await.unwrap();
     assert_eq!(event.seq, 1);
@@ -262,6 +264,79 @@ contract_tests!(embedded_file, {
     let backend = switchyard::store::embedded::open(dir.path().to_str().unwrap(), &options()).unwrap();
     (backend, dir)
 });
+
+/// A Redis backend in a namespace of its own, on a private server (or `REDIS_URL`).
+async fn open_redis(
+    configure: impl FnOnce(&mut switchyard::store::redis::RedisOptions),
+) -> (Backend, common::redis::RedisServer) {
+    let redis = common::redis::RedisServer::start();
+    let mut options = redis_options(&redis);
+    configure(&mut options);
+    (switchyard::store::redis::open(&options).await.expect("open the Redis backend"), redis)
+}
+
+fn redis_options(redis: &common::redis::RedisServer) -> switchyard::store::redis::RedisOptions {
+    let mut options = switchyard::store::redis::RedisOptions::new(&redis.url);
+    options.prefix = format!("test-{}", uuid_like());
+    options
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    )
+}
+
+contract_tests!(redis, open_redis(|_| {}).await);
+
+#[tokio::test]
+async fn redis_reclaims_the_job_of_a_silent_worker() {
+    let redis = common::redis::RedisServer::start();
+    let mut options = redis_options(&redis);
+    options.visibility_timeout = Duration::from_millis(300);
+    let first = switchyard::store::redis::open(&options).await.unwrap();
+    first.store.apply(create("t1", "j1")).await.unwrap();
+    let job = next_job(&first).await;
+    assert_eq!(job.attempt, 1);
+    // The first instance's worker goes silent: it stops renewing its lease.
+    first.queue.close();
+    let second = switchyard::store::redis::open(&options).await.unwrap();
+    let job = next_job(&second).await;
+    assert_eq!((job.task_id.as_str(), job.attempt), ("t1", 2));
+    let applied = second.store.apply(Change::StartTurn { job: job.clone() }).await.unwrap();
+    assert_eq!(applied.task.task.status.state, TaskState::Working);
+    second.store.apply(finish("t1", &job.id, TaskState::Completed)).await.unwrap();
+    let stats = second.queue.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.running, stats.dead_letter), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn redis_dead_letters_a_job_reclaimed_past_its_last_attempt() {
+    let redis = common::redis::RedisServer::start();
+    let mut options = redis_options(&redis);
+    options.visibility_timeout = Duration::from_millis(300);
+    options.max_attempts = 1;
+    let first = switchyard::store::redis::open(&options).await.unwrap();
+    first.store.apply(create("t1", "j1")).await.unwrap();
+    next_job(&first).await;
+    first.queue.close();
+    let second = switchyard::store::redis::open(&options).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let task = second.store.get_task("t1").await.unwrap().unwrap();
+        if task.task.status.state == TaskState::Failed {
+            let text = task.task.status.message.as_ref().map(|m| m.text()).unwrap_or_default();
+            assert!(text.contains("stopped responding"), "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job was not dead-lettered: {:?}", task.task.status.state);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = second.queue.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.running, stats.dead_letter), (0, 0, 1));
+}
 
 #[tokio::test]
 async fn embedded_recovery_requeues_interrupted_jobs() {

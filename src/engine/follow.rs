@@ -53,7 +53,18 @@ pub fn follow(
                 }
                 // A gap or a lag: the log has what the bus could not deliver.
                 Ok(_) | Err(RecvError::Lagged(_)) => last,
-                Err(RecvError::Closed) => return,
+                // The feed was interrupted (a Redis connection dropped): follow again, then read
+                // from the log whatever happened meanwhile.
+                Err(RecvError::Closed) => match engine.subscribe(&task_id).await {
+                    Ok(events) => {
+                        live_events = events;
+                        last
+                    }
+                    Err(e) => {
+                        yield Err(e);
+                        return;
+                    }
+                },
             };
             let missed = match engine.events_after(&task_id, missed_from).await {
                 Ok(missed) => missed,

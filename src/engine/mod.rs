@@ -109,12 +109,33 @@ impl Engine {
         if requeued + dead > 0 {
             tracing::info!(requeued, dead_lettered = dead, "recovered jobs from the previous run");
         }
+        self.listen_for_cancellations();
         Ok((0..self.inner.options.workers.max(1))
             .map(|_| {
                 let engine = self.clone();
                 tokio::spawn(async move { engine.work().await })
             })
             .collect())
+    }
+
+    /// Stops turns running here when their task is canceled, on this instance or another.
+    fn listen_for_cancellations(&self) {
+        let mut canceled = self.inner.backend.bus.cancellations();
+        let engine = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match canceled.recv().await {
+                    Ok(task_id) => {
+                        if let Some(token) = engine.running_token(&task_id) {
+                            token.cancel();
+                        }
+                    }
+                    // Missed notices only delay a stop: the turn's next write finds the task canceled.
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
     }
 
     /// Stops taking jobs and cancels running turns; their jobs stay queued for the next start.
@@ -174,7 +195,7 @@ impl Engine {
             }
         };
         let task_id = change.task_id().to_string();
-        let events = self.inner.backend.bus.subscribe(&task_id);
+        let events = self.inner.backend.bus.subscribe(&task_id).await?;
         let applied = self.inner.backend.store.apply(change).await?;
         self.notify(&applied);
         Ok(Submitted { applied, events })
@@ -205,9 +226,14 @@ impl Engine {
         &self,
         task_id: &str,
     ) -> Result<(StoredTask, broadcast::Receiver<Arc<LoggedEvent>>), EngineError> {
-        let events = self.inner.backend.bus.subscribe(task_id);
+        let events = self.inner.backend.bus.subscribe(task_id).await?;
         let stored = self.task(task_id).await?;
         Ok((stored, events))
+    }
+
+    /// Live events of a task from now on.
+    pub async fn subscribe(&self, task_id: &str) -> Result<broadcast::Receiver<Arc<LoggedEvent>>, EngineError> {
+        Ok(self.inner.backend.bus.subscribe(task_id).await?)
     }
 
     /// Logged events after `seq`.
@@ -273,7 +299,10 @@ impl Engine {
         }
         match outcome {
             Ok(()) => {}
-            Err(TurnError::Stopped) => {}
+            // Shutting down: the job stays queued for the next start (or another instance).
+            Err(TurnError::Stopped) if self.inner.shutdown.is_cancelled() => {}
+            // Canceled: the cancel removed the job; let the queue forget the lease.
+            Err(TurnError::Stopped) => self.inner.backend.queue.discard(&job).await,
             Err(TurnError::Agent(error)) => self.fail_attempt(job, error).await,
         }
     }

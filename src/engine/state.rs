@@ -47,6 +47,7 @@ pub fn transition(current: &mut Option<StoredTask>, change: Change) -> Result<(S
                 has_push: push_config.is_some(),
                 created_ms: now,
                 updated_ms: now,
+                turn_started_ms: 0,
             });
             effects.enqueue = Some(job);
             effects.push_config = push_config;
@@ -86,6 +87,7 @@ pub fn transition(current: &mut Option<StoredTask>, change: Change) -> Result<(S
                     effects.drop_events = Some((job.base_seq, stored.seq));
                 }
             }
+            stored.turn_started_ms = now;
             status_change(stored, TaskStatus::now(TaskState::Working, None), false)
         }
         Change::Status { task_id, status, is_final, ack_job } => {

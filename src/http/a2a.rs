@@ -67,6 +67,12 @@ async fn json_rpc(
     let ctx = RpcContext { engine: state.engine.clone(), agent: name, last_event_id: last_event_id(&headers) };
     match rpc::handle(&ctx, &body).await {
         Answer::Json(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Answer::Unavailable(bytes) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json"), (header::RETRY_AFTER, "1")],
+            bytes,
+        )
+            .into_response(),
         Answer::Stream { id, events } => sse(events.map(move |item| to_sse(&id, item))).into_response(),
     }
 }

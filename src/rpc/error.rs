@@ -36,12 +36,16 @@ pub struct RpcError {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
+    /// The backend is unreachable: a lone request is answered with HTTP 503 so clients and load
+    /// balancers retry, not 200.
+    #[serde(skip)]
+    pub unavailable: bool,
 }
 
 impl RpcError {
     /// An error with a code and message.
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        RpcError { code, message: message.into(), data: None }
+        RpcError { code, message: message.into(), data: None, unavailable: false }
     }
 
     /// -32602 with a message that says what is wrong.
@@ -68,6 +72,8 @@ impl From<EngineError> for RpcError {
             EngineError::InvalidParams(_) => INVALID_PARAMS,
             EngineError::Unavailable(_) => INTERNAL_ERROR,
         };
-        RpcError::new(code, e.to_string())
+        let mut error = RpcError::new(code, e.to_string());
+        error.unavailable = matches!(e, EngineError::Unavailable(_));
+        error
     }
 }

@@ -39,6 +39,8 @@ pub type Streamed = Result<BoxStream<'static, StreamItem>, RpcError>;
 pub enum Answer {
     /// A serialized response (object or batch array).
     Json(Vec<u8>),
+    /// The error response of a lone request that failed because the backend is unreachable.
+    Unavailable(Vec<u8>),
     /// A stream and the request id its events carry.
     Stream { id: Box<RawValue>, events: BoxStream<'static, StreamItem> },
 }
@@ -88,6 +90,7 @@ pub async fn handle(ctx: &RpcContext, body: &[u8]) -> Answer {
             Err(e) => return parse_error(e),
         };
         return match call(ctx, &request, false).await {
+            Called::Done(id, Err(e)) if e.unavailable => Answer::Unavailable(response(&id, &Err(e))),
             Called::Done(id, outcome) => Answer::Json(response(&id, &outcome)),
             Called::Stream(id, events) => Answer::Stream { id, events },
         };

@@ -1,18 +1,22 @@
 //! Backend-neutral storage: tasks and their event logs, push configs, the job queue and the event
-//! bus. The engine talks only to these traits; `embedded` (redb, the zero-setup default) and later
-//! `redis` implement them, and one contract suite (`tests/store_contract.rs`) runs against each.
+//! bus. The engine talks only to these traits; `embedded` (fjall, the zero-setup default) and
+//! `redis` (several instances sharing one Redis) implement them, and one contract suite
+//! (`tests/store_contract.rs`) runs against each.
 //!
 //! The central operation is [`TaskStore::apply`]: one [`Change`] to one task, applied atomically
 //! with its event-log append and its queue side effects, then published on the bus only after it
 //! is visible to readers. Publishing after the write is what lets a subscriber take a snapshot
 //! and follow live events without gaps: subscribe first, read, then skip events the snapshot has.
 
+pub mod bus;
 pub mod embedded;
+pub mod redis;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
 use crate::protocol::{Artifact, Message, PushNotificationConfig, StreamEvent, Task, TaskStatus};
 
@@ -50,6 +54,9 @@ pub struct StoredTask {
     pub has_push: bool,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// When the current (or last) turn started running, for processing-time statistics.
+    #[serde(default)]
+    pub turn_started_ms: u64,
 }
 
 /// One turn of a task to run: queued durably, leased by a worker, acknowledged when the turn ends.
@@ -178,6 +185,27 @@ pub struct DeadLetter {
     pub failed_ms: u64,
 }
 
+/// The change that fails a task whose job exhausted its attempts.
+pub fn dead_letter_change(job: &Job, error: &str) -> Change {
+    let reason = Message {
+        kind: crate::protocol::MessageKind,
+        message_id: uuid::Uuid::new_v4().to_string(),
+        role: crate::protocol::Role::Agent,
+        parts: vec![crate::protocol::Part::text(format!("Task failed after {} attempts: {error}", job.attempt))],
+        task_id: Some(job.task_id.clone()),
+        context_id: None,
+        reference_task_ids: None,
+        extensions: None,
+        metadata: None,
+    };
+    Change::Status {
+        task_id: job.task_id.clone(),
+        status: TaskStatus::now(crate::protocol::TaskState::Failed, Some(reason)),
+        is_final: true,
+        ack_job: Some(job.id.clone()),
+    }
+}
+
 /// At-least-once job queue. Jobs enter through [`Change::Create`] / [`Change::Continue`] (so a
 /// task and its job are written together) and leave through an acknowledging change.
 #[async_trait]
@@ -199,12 +227,17 @@ pub trait TaskQueue: Send + Sync + 'static {
     fn close(&self);
 }
 
-/// Live fan-out of applied events to subscribers.
+/// Live fan-out of applied events to subscribers, on every instance of a deployment.
+#[async_trait]
 pub trait EventBus: Send + Sync + 'static {
-    /// Follows the events of one task from now on.
-    fn subscribe(&self, task_id: &str) -> tokio::sync::broadcast::Receiver<Arc<LoggedEvent>>;
+    /// Follows the events of one task from now on: once this returns, every event applied
+    /// afterwards (on any instance) reaches the receiver, or the receiver lags or closes and the
+    /// follower reads the log.
+    async fn subscribe(&self, task_id: &str) -> Result<broadcast::Receiver<Arc<LoggedEvent>>, StoreError>;
     /// Number of open subscriptions (for metrics).
     fn subscriptions(&self) -> usize;
+    /// Ids of tasks canceled on any instance, so the instance running the turn stops it.
+    fn cancellations(&self) -> broadcast::Receiver<String>;
 }
 
 /// A backend: the three facets, chosen once from configuration.

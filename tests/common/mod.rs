@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod redis;
+
 /// The config most tests use: `echo` (input-required), `slow` (chunks every 50 ms), `done`
 /// (completes), `hidden` (private). The conformance suite uses the same file.
 pub const CONFIG: &str = include_str!("../agents.yaml");
@@ -19,7 +21,17 @@ pub struct Server {
     pub data_dir: String,
     pub config_path: PathBuf,
     pub client: reqwest::Client,
+    /// Flags that select the backend; kept across restarts.
+    backend_args: Vec<String>,
+    /// The private Redis of a Redis-backed server.
+    pub redis: Option<std::sync::Arc<redis::RedisServer>>,
     _tmp: Option<tempfile::TempDir>,
+}
+
+/// Which backend servers under test use: `SWITCHYARD_TEST_BACKEND=redis` runs every HTTP test
+/// against a private Redis (the suite is run once per backend by `make test`).
+pub fn test_backend_is_redis() -> bool {
+    std::env::var("SWITCHYARD_TEST_BACKEND").is_ok_and(|b| b == "redis")
 }
 
 impl Server {
@@ -33,19 +45,40 @@ impl Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let config_path = tmp.path().join("config.yaml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut server = Server::spawn(&config_path, data_dir, args);
+        let (redis, backend_args) = if test_backend_is_redis() {
+            let redis = std::sync::Arc::new(redis::RedisServer::start());
+            let prefix = format!("test-{}", uuid());
+            let args = vec![
+                "--redis-url".to_string(),
+                redis.url.clone(),
+                "--redis-prefix".to_string(),
+                prefix,
+                "--visibility-timeout".to_string(),
+                "1s".to_string(),
+            ];
+            (Some(redis), args)
+        } else {
+            (None, Vec::new())
+        };
+        let mut server = Server::spawn_on(&config_path, data_dir, args, backend_args);
+        server.redis = redis;
         server._tmp = Some(tmp);
         server
     }
 
-    /// Spawns the binary and waits for its "listening on" line.
+    /// Spawns the binary on the embedded backend and waits for its "listening on" line.
     pub fn spawn(config_path: &Path, data_dir: &str, args: &[&str]) -> Server {
+        Server::spawn_on(config_path, data_dir, args, Vec::new())
+    }
+
+    fn spawn_on(config_path: &Path, data_dir: &str, args: &[&str], backend_args: Vec<String>) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .arg("serve")
             .arg("--config")
             .arg(config_path)
             .args(["--host", "127.0.0.1", "--port", "0", "--data-dir", data_dir])
             .args(args)
+            .args(&backend_args)
             .env("SWITCHYARD_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -68,6 +101,8 @@ impl Server {
             data_dir: data_dir.to_string(),
             config_path: config_path.to_path_buf(),
             client: reqwest::Client::new(),
+            backend_args,
+            redis: None,
             _tmp: None,
         }
     }
@@ -194,7 +229,9 @@ impl Server {
 
     /// Starts a new process on the same config and data dir.
     pub fn restart(&self, args: &[&str]) -> Server {
-        Server::spawn(&self.config_path, &self.data_dir, args)
+        let mut server = Server::spawn_on(&self.config_path, &self.data_dir, args, self.backend_args.clone());
+        server.redis = self.redis.clone();
+        server
     }
 }
 
@@ -308,6 +345,20 @@ impl SseReader {
 /// The `result` of an event, panicking on an error event.
 pub fn result_of(event: &SseEvent) -> &Value {
     event.data.get("result").unwrap_or_else(|| panic!("event is not a result: {}", event.data))
+}
+
+/// Polls `tasks/get` until a new attempt of the task's turn is running: state `working` with a
+/// status timestamp other than `previous` (10 s at most).
+pub async fn wait_for_new_attempt(server: &Server, agent: &str, task_id: &str, previous: &Value) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let task = server.result(agent, "tasks/get", json!({"id": task_id})).await;
+        if task["status"]["state"] == "working" && &task["status"]["timestamp"] != previous {
+            return task;
+        }
+        assert!(Instant::now() < deadline, "task {task_id} was never run again: {task}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Polls `tasks/get` until the task reaches `state` (10 s at most).

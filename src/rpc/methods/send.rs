@@ -1,8 +1,10 @@
 //! `message/send`: starts or continues a task and, unless `configuration.blocking` is false,
 //! waits until the turn ends (terminal or interrupted state) before answering with the task.
 
+use futures::StreamExt;
 use serde_json::{Map, Value};
 
+use crate::engine::follow::follow;
 use crate::protocol::{Message, MessageSendConfiguration, PushNotificationConfig};
 use crate::rpc::error::RpcError;
 use crate::rpc::{params, raw, Outcome, RpcContext};
@@ -51,31 +53,23 @@ pub fn parse(params: Option<Value>) -> Result<SendParams, RpcError> {
 /// Handles `message/send`.
 pub async fn handle(ctx: &RpcContext, params: Option<Value>) -> Outcome {
     let p = parse(params)?;
-    let mut submitted = ctx.engine.submit(&ctx.agent, p.message, p.push_config, p.metadata).await?;
+    let submitted = ctx.engine.submit(&ctx.agent, p.message, p.push_config, p.metadata).await?;
     let task_id = submitted.applied.task.task.id.clone();
     if !p.blocking {
         return raw(&submitted.applied.task.task.with_history_length(p.history_length));
     }
-    loop {
-        match submitted.events.recv().await {
-            Ok(event) if event.event.is_final() => {
-                if let Some(task) = &event.snapshot {
-                    // The worker's write may still await its fsync (`--fsync always`).
-                    ctx.engine.backend().store.flushed().await.map_err(crate::engine::EngineError::from)?;
-                    return raw(&task.task.with_history_length(p.history_length));
-                }
-                break;
+    // Following handles lags, gaps and interrupted feeds by reading the task's log.
+    let mut events =
+        follow(ctx.engine.clone(), task_id.clone(), submitted.events, Vec::new(), submitted.applied.seq, true);
+    while let Some(event) = events.next().await {
+        let event = event?;
+        if event.event.is_final() {
+            if let Some(task) = &event.snapshot {
+                // The worker's write may still await its fsync (`--fsync always`).
+                ctx.engine.backend().store.flushed().await.map_err(crate::engine::EngineError::from)?;
+                return raw(&task.task.with_history_length(p.history_length));
             }
-            Ok(_) => continue,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                // Missed events: the stored task tells whether the turn is over.
-                let stored = ctx.engine.task(&task_id).await?;
-                let state = stored.task.status.state;
-                if state.is_terminal() || (state.is_interrupted() && stored.job_id.is_none()) {
-                    break;
-                }
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            break;
         }
     }
     let stored = ctx.engine.task(&task_id).await?;

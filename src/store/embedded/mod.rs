@@ -23,21 +23,20 @@ mod keys;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use tokio::sync::broadcast;
 
+use super::bus::LocalBus;
 use super::{
-    Applied, Backend, Change, DeadLetter, EventBus, Job, LoggedEvent, QueueStats, StoreError, StoredTask, TaskQueue,
-    TaskStore,
+    Applied, Backend, Change, DeadLetter, Job, LoggedEvent, QueueStats, StoreError, StoredTask, TaskQueue, TaskStore,
 };
 use crate::clock::now_ms;
 use crate::engine::state::transition;
-use crate::protocol::{Message, MessageKind, Part, PushNotificationConfig, Role, StreamEvent, TaskState, TaskStatus};
+use crate::protocol::{PushNotificationConfig, StreamEvent};
 
 /// When journal writes are forced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,6 +259,7 @@ impl EmbeddedStore {
     ) -> Result<Applied, StoreError> {
         let task_id = change.task_id().to_string();
         let sync = change.needs_sync();
+        let canceled = matches!(change, Change::Cancel { .. });
         let mut live = self.lock(&task_id);
         let LiveTask { task: cached, mut pending } = self.current_task(&mut live, &task_id)?;
         // The cache's Arc is usually the only one left by now: take the task without a copy.
@@ -334,6 +334,9 @@ impl EmbeddedStore {
         };
         let stored = Arc::new(stored);
         self.bus.publish(&task_id, seq, &event, &stored);
+        if canceled {
+            self.bus.announce_cancel(&task_id);
+        }
         if keep_live {
             live.insert(task_id, LiveTask { task: Some(stored.clone()), pending });
         }
@@ -652,23 +655,7 @@ impl TaskQueue for EmbeddedHandle {
 
 /// Moves a job to the dead-letter queue and fails its task, in one batch.
 fn dead_letter_now(s: &EmbeddedStore, job: Job, error: String) -> Result<Applied, StoreError> {
-    let reason = Message {
-        kind: MessageKind,
-        message_id: uuid::Uuid::new_v4().to_string(),
-        role: Role::Agent,
-        parts: vec![Part::text(format!("Task failed after {} attempts: {error}", job.attempt))],
-        task_id: Some(job.task_id.clone()),
-        context_id: None,
-        reference_task_ids: None,
-        extensions: None,
-        metadata: None,
-    };
-    let change = Change::Status {
-        task_id: job.task_id.clone(),
-        status: TaskStatus::now(TaskState::Failed, Some(reason)),
-        is_final: true,
-        ack_job: Some(job.id.clone()),
-    };
+    let change = super::dead_letter_change(&job, &error);
     let letter = DeadLetter { job: job.clone(), error, failed_ms: now_ms() };
     s.apply_now(change, |batch, t| batch.insert(&t.dead, job.id.as_str(), encode(&letter)))
 }
@@ -677,50 +664,5 @@ fn dead_letter_now(s: &EmbeddedStore, job: Job, error: String) -> Result<Applied
 impl From<Arc<EmbeddedStore>> for EmbeddedHandle {
     fn from(s: Arc<EmbeddedStore>) -> Self {
         EmbeddedHandle(s)
-    }
-}
-
-/// In-process fan-out: one broadcast channel per followed task.
-#[derive(Default)]
-pub struct LocalBus {
-    channels: Mutex<HashMap<String, broadcast::Sender<Arc<LoggedEvent>>>>,
-    subscribes: AtomicU64,
-}
-
-/// Events a slow subscriber may fall behind before it re-reads the log.
-const BUS_CAPACITY: usize = 32;
-
-impl LocalBus {
-    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<Arc<LoggedEvent>>>> {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Sends an event to the task's subscribers. A final event closes the channel: its
-    /// subscribers still receive it, and the next turn's subscribers get a fresh one.
-    fn publish(&self, task_id: &str, seq: u64, event: &StreamEvent, task: &Arc<StoredTask>) {
-        let mut channels = self.channels();
-        let Some(sender) = channels.get(task_id) else { return };
-        if sender.receiver_count() > 0 {
-            let snapshot = event.is_final().then(|| task.clone());
-            let _ = sender.send(Arc::new(LoggedEvent { seq, event: event.clone(), snapshot }));
-        }
-        if sender.receiver_count() == 0 || event.is_final() {
-            channels.remove(task_id);
-        }
-    }
-}
-
-impl EventBus for LocalBus {
-    fn subscribe(&self, task_id: &str) -> broadcast::Receiver<Arc<LoggedEvent>> {
-        let mut channels = self.channels();
-        // Followers of tasks that never publish again leave idle channels; sweep them now and then.
-        if self.subscribes.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
-            channels.retain(|_, s| s.receiver_count() > 0);
-        }
-        channels.entry(task_id.to_string()).or_insert_with(|| broadcast::channel(BUS_CAPACITY).0).subscribe()
-    }
-
-    fn subscriptions(&self) -> usize {
-        self.channels().values().map(|s| s.receiver_count()).sum()
     }
 }

@@ -1,0 +1,193 @@
+//! Cross-instance fan-out over Redis pub/sub. Each instance subscribes (on one RESP3 connection
+//! of its own) to the channels of the tasks its clients follow, and to the cancellation channel;
+//! incoming events feed the same in-process fan-out the embedded backend uses.
+//!
+//! Subscribing waits for Redis to confirm, so an event published after `subscribe` returns
+//! cannot be missed. Subscribe and unsubscribe commands go through one ordered queue (batched
+//! into one round trip), so an unsubscribe for a finished turn can never overtake the subscribe
+//! of the task's next follower. When the connection drops, every local follower is closed and
+//! re-reads the log after subscribing again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::keys::Keys;
+use crate::protocol::StreamEvent;
+use crate::store::bus::LocalBus;
+use crate::store::{EventBus, LoggedEvent, StoreError, StoredTask};
+
+enum Command {
+    Subscribe(String, oneshot::Sender<Result<(), String>>),
+    /// Unsubscribe from a task's channel unless someone here follows it again.
+    Unsubscribe(String),
+}
+
+/// The Redis event bus of one instance.
+pub struct RedisBus {
+    local: Arc<LocalBus>,
+    keys: Keys,
+    commands: mpsc::UnboundedSender<Command>,
+    timeout: Duration,
+}
+
+/// An event as published by the apply script.
+#[derive(serde::Deserialize)]
+struct Published {
+    seq: u64,
+    event: StreamEvent,
+    #[serde(default)]
+    task: Option<StoredTask>,
+}
+
+impl RedisBus {
+    /// Opens the pub/sub connection and subscribes to the cancellation channel.
+    pub(super) async fn connect(
+        client: &redis::Client,
+        keys: Keys,
+        timeout: Duration,
+    ) -> Result<Arc<RedisBus>, StoreError> {
+        let local = Arc::new(LocalBus::default());
+        let (commands, queue) = mpsc::unbounded_channel();
+        let dispatch = {
+            let local = local.clone();
+            let keys = keys.clone();
+            let commands = commands.clone();
+            move |info: PushInfo| -> Result<(), std::convert::Infallible> {
+                on_push(&local, &keys, &commands, info);
+                Ok(())
+            }
+        };
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1))
+            .set_push_sender(dispatch)
+            .set_automatic_resubscription();
+        let info = client.get_connection_info().clone();
+        let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3))
+            .map_err(|e| StoreError::Unavailable(format!("Redis pub/sub: {e}")))?;
+        let mut conn = tokio::time::timeout(timeout * 2, client.get_connection_manager_with_config(config))
+            .await
+            .map_err(|_| StoreError::Unavailable("Redis pub/sub connection timed out".into()))?
+            .map_err(|e| StoreError::Unavailable(format!("Redis pub/sub: {e}")))?;
+        conn.subscribe(keys.cancel_channel())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("Redis pub/sub: {e}")))?;
+        let bus = Arc::new(RedisBus { local: local.clone(), keys: keys.clone(), commands, timeout });
+        tokio::spawn(run_commands(conn, queue, local, keys));
+        Ok(bus)
+    }
+}
+
+/// Handles one push from Redis: an event for local followers, a cancellation, or the news
+/// that the connection dropped.
+fn on_push(local: &LocalBus, keys: &Keys, commands: &mpsc::UnboundedSender<Command>, info: PushInfo) {
+    match info.kind {
+        PushKind::Message => {
+            let [channel, payload] = info.data.as_slice() else { return };
+            let (Some(channel), Some(payload)) = (bytes(channel), bytes(payload)) else { return };
+            let channel = String::from_utf8_lossy(channel);
+            if channel == keys.cancel_channel() {
+                local.announce_cancel(&String::from_utf8_lossy(payload));
+                return;
+            }
+            let Some(task_id) = keys.channel_task(&channel) else { return };
+            let published: Published = match serde_json::from_slice(payload) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(channel = %channel, error = %e, "ignoring an unreadable event");
+                    return;
+                }
+            };
+            let event =
+                LoggedEvent { seq: published.seq, event: published.event, snapshot: published.task.map(Arc::new) };
+            if !local.deliver(task_id, Arc::new(event)) {
+                let _ = commands.send(Command::Unsubscribe(task_id.to_string()));
+            }
+        }
+        PushKind::Disconnection => {
+            tracing::warn!("Redis pub/sub connection lost; followers re-read the task logs");
+            local.close_all();
+        }
+        _ => {}
+    }
+}
+
+fn bytes(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// Runs subscribe/unsubscribe commands in order, batching what queued up meanwhile.
+async fn run_commands(
+    mut conn: ConnectionManager,
+    mut queue: mpsc::UnboundedReceiver<Command>,
+    local: Arc<LocalBus>,
+    keys: Keys,
+) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, 512).await > 0 {
+        let mut subscribe = Vec::new();
+        let mut replies = Vec::new();
+        let mut unsubscribe = Vec::new();
+        for command in batch.drain(..) {
+            match command {
+                Command::Subscribe(channel, reply) => {
+                    subscribe.push(channel);
+                    replies.push(reply);
+                }
+                Command::Unsubscribe(task_id) => {
+                    if !local.is_followed(&task_id) {
+                        unsubscribe.push(keys.channel(&task_id));
+                    }
+                }
+            }
+        }
+        unsubscribe.retain(|c| !subscribe.contains(c));
+        if !unsubscribe.is_empty() {
+            if let Err(e) = conn.unsubscribe(&unsubscribe).await {
+                tracing::debug!(error = %e, "unsubscribe failed");
+            }
+        }
+        if !subscribe.is_empty() {
+            let outcome = conn.subscribe(&subscribe).await.map_err(|e| e.to_string());
+            for reply in replies {
+                let _ = reply.send(outcome.clone());
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisBus {
+    async fn subscribe(&self, task_id: &str) -> Result<broadcast::Receiver<Arc<LoggedEvent>>, StoreError> {
+        let (receiver, _) = self.local.subscribe_local(task_id);
+        let (reply, confirmed) = oneshot::channel();
+        self.commands
+            .send(Command::Subscribe(self.keys.channel(task_id), reply))
+            .map_err(|_| StoreError::Unavailable("Redis pub/sub is shut down".into()))?;
+        match tokio::time::timeout(self.timeout * 2, confirmed).await {
+            Ok(Ok(Ok(()))) => Ok(receiver),
+            Ok(Ok(Err(e))) => Err(StoreError::Unavailable(format!("Redis: cannot subscribe: {e}"))),
+            _ => Err(StoreError::Unavailable("Redis: subscribing timed out".into())),
+        }
+    }
+
+    fn subscriptions(&self) -> usize {
+        self.local.subscriptions()
+    }
+
+    fn cancellations(&self) -> broadcast::Receiver<String> {
+        self.local.cancellations()
+    }
+}

@@ -1,0 +1,90 @@
+//! Key and channel names. Every key of a deployment carries the prefix as a hash tag
+//! (`{switchyard}:task:ID`), so each Lua script's keys live in one slot and run unchanged on
+//! Redis Cluster; the cluster then gives one deployment high availability, not sharding.
+
+/// Names of a deployment's keys and channels.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    base: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys { base: format!("{{{prefix}}}") }
+    }
+
+    /// Hash: `seq` (last event) and `data` (the StoredTask JSON).
+    pub fn task(&self, task_id: &str) -> String {
+        format!("{}:task:{task_id}", self.base)
+    }
+
+    /// Stream: the task's event log, entry id `{seq}-0`, field `e` the event JSON.
+    pub fn events(&self, task_id: &str) -> String {
+        format!("{}:events:{task_id}", self.base)
+    }
+
+    /// Hash: push config id → PushNotificationConfig JSON.
+    pub fn push(&self, task_id: &str) -> String {
+        format!("{}:push:{task_id}", self.base)
+    }
+
+    /// Stream: queued turns, field `job` the Job JSON; read by the consumer group.
+    pub fn queue(&self) -> String {
+        format!("{}:queue", self.base)
+    }
+
+    /// Hash: job id → Job JSON, for every job queued, running or waiting for a retry.
+    pub fn jobs(&self) -> String {
+        format!("{}:jobs", self.base)
+    }
+
+    /// Hash: job id → its entry id in the queue stream.
+    pub fn job_entries(&self) -> String {
+        format!("{}:job-entries", self.base)
+    }
+
+    /// Sorted set: job ids waiting for a retry, scored by when they are due (ms).
+    pub fn delayed(&self) -> String {
+        format!("{}:delayed", self.base)
+    }
+
+    /// Stream: dead-lettered jobs, fields `id` (job id) and `letter` (DeadLetter JSON).
+    pub fn dead_letters(&self) -> String {
+        format!("{}:dlq", self.base)
+    }
+
+    /// Hash: job id → its entry id in the dead-letter stream.
+    pub fn dead_letter_index(&self) -> String {
+        format!("{}:dlq-index", self.base)
+    }
+
+    /// Sorted set: terminal task ids scored by when they expire (ms).
+    pub fn expiry(&self) -> String {
+        format!("{}:expiry", self.base)
+    }
+
+    /// Hash: counters (`completed`, `failed`, `canceled`, `processed`, `processing_ms`).
+    pub fn stats(&self) -> String {
+        format!("{}:stats", self.base)
+    }
+
+    /// Pub/sub channel of one task's events.
+    pub fn channel(&self, task_id: &str) -> String {
+        format!("{}:ev:{task_id}", self.base)
+    }
+
+    /// The task id of an event channel.
+    pub fn channel_task<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel.strip_prefix(self.base.as_str())?.strip_prefix(":ev:")
+    }
+
+    /// Pub/sub channel of canceled task ids.
+    pub fn cancel_channel(&self) -> String {
+        format!("{}:cancel", self.base)
+    }
+
+    /// The consumer group of the queue.
+    pub fn group(&self) -> &'static str {
+        "workers"
+    }
+}

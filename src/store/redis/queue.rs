@@ -1,0 +1,352 @@
+//! The queue on a Redis stream and its background loops: the reader (XREADGROUP on a
+//! connection of its own, so blocking reads never delay other commands), the lease keeper
+//! (resets the idle time of entries this instance's workers hold), the reaper (XAUTOCLAIM of
+//! entries idle past the visibility timeout: their worker died) and the retry mover.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::AsyncCommands;
+
+use super::{decode, encode, scripts, unavailable, RedisBackend, Shared};
+use crate::clock::now_ms;
+use crate::store::{dead_letter_change, Applied, DeadLetter, Job, QueueStats, StoreError, TaskQueue};
+
+/// Creates the consumer group (and the stream) unless it exists.
+pub(super) async fn create_group(shared: &Shared) -> Result<(), StoreError> {
+    let created: redis::RedisResult<()> =
+        shared.conn().xgroup_create_mkstream(shared.keys.queue(), shared.keys.group(), "0").await;
+    match created {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// Starts the background loops; they end when the queue closes.
+pub(super) fn start(shared: &Arc<Shared>) {
+    tokio::spawn(read_jobs(shared.clone()));
+    tokio::spawn(keep_leases(shared.clone()));
+    tokio::spawn(reap(shared.clone()));
+    tokio::spawn(move_due_retries(shared.clone()));
+}
+
+/// Reads new entries for the workers waiting in `next`, never more than they can take, so
+/// other instances get the rest.
+async fn read_jobs(shared: Arc<Shared>) {
+    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    let mut failing = false;
+    while !shared.closed.load(Ordering::Acquire) {
+        let wanted = shared.waiting.load(Ordering::Acquire).saturating_sub(shared.ready.1.len());
+        if wanted == 0 {
+            let _ = tokio::time::timeout(Duration::from_millis(500), shared.wanted.notified()).await;
+            continue;
+        }
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => {
+                // No response timeout: a blocking read legitimately waits for up to BLOCK.
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(shared.options.command_timeout))
+                    .set_response_timeout(None);
+                match shared.client.get_multiplexed_async_connection_with_config(&config).await {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!(error = %e, "queue reader cannot connect to Redis; retrying");
+                            failing = true;
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        let options = redis::streams::StreamReadOptions::default()
+            .group(shared.keys.group(), &shared.consumer)
+            .count(wanted)
+            .block(READ_BLOCK_MS);
+        let read: redis::RedisResult<Option<redis::streams::StreamReadReply>> = tokio::time::timeout(
+            Duration::from_millis(READ_BLOCK_MS as u64) + shared.options.command_timeout,
+            c.xread_options(&[shared.keys.queue()], &[">"], &options),
+        )
+        .await
+        .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "XREADGROUP timed out"))));
+        let reply = match read {
+            Ok(reply) => {
+                if failing {
+                    tracing::info!("queue reader reconnected to Redis");
+                    failing = false;
+                }
+                reply
+            }
+            Err(e) => {
+                if e.code() == Some("NOGROUP") {
+                    // The stream was deleted (FLUSHALL, a fresh Redis): recreate the group.
+                    let _ = create_group(&shared).await;
+                } else if !failing {
+                    tracing::warn!(error = %e, "queue read failed; retrying");
+                    failing = true;
+                }
+                conn = None;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+            let bytes: Vec<u8> = entry.get("job").unwrap_or_default();
+            match decode::<Job>(&bytes) {
+                Ok(job) => {
+                    shared.lease(&job.id, Some(entry.id.clone()));
+                    let _ = shared.ready.0.send(job).await;
+                }
+                Err(e) => {
+                    tracing::error!(entry = entry.id, error = %e, "dropping an unreadable queue entry");
+                    let _: redis::RedisResult<()> = redis::pipe()
+                        .xack(shared.keys.queue(), shared.keys.group(), &[&entry.id])
+                        .xdel(shared.keys.queue(), &[&entry.id])
+                        .query_async(&mut shared.conn())
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+/// How long one XREADGROUP waits for new entries.
+const READ_BLOCK_MS: usize = 1000;
+
+/// Resets the idle time of the entries this instance's workers hold, so the reapers of other
+/// instances leave them alone while the turn runs.
+async fn keep_leases(shared: Arc<Shared>) {
+    let every = (shared.options.visibility_timeout / 3).max(Duration::from_millis(50));
+    while !shared.closed.load(Ordering::Acquire) {
+        tokio::time::sleep(every).await;
+        let entries: Vec<String> = shared.leases.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for chunk in entries.chunks(500) {
+            let claimed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
+                .arg(shared.keys.queue())
+                .arg(shared.keys.group())
+                .arg(&shared.consumer)
+                .arg(0)
+                .arg(chunk)
+                .arg("JUSTID")
+                .query_async(&mut shared.conn())
+                .await;
+            if let Err(e) = claimed {
+                tracing::warn!(error = %e, "cannot renew queue leases");
+            }
+        }
+    }
+}
+
+/// Takes over entries whose worker went silent (its instance died or lost Redis for longer
+/// than the visibility timeout): the attempt is counted, and past the last one the job is
+/// dead-lettered.
+async fn reap(shared: Arc<Shared>) {
+    let every = (shared.options.visibility_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    while !shared.closed.load(Ordering::Acquire) {
+        tokio::time::sleep(every).await;
+        if let Err(e) = reap_once(&shared).await {
+            tracing::debug!(error = %e, "queue reaper pass failed");
+        }
+    }
+}
+
+/// One reaper pass; returns (requeued here, dead-lettered).
+pub(super) async fn reap_once(shared: &Shared) -> Result<(usize, usize), StoreError> {
+    let (mut requeued, mut dead) = (0, 0);
+    let mut cursor = "0-0".to_string();
+    let idle = shared.options.visibility_timeout.as_millis() as usize;
+    loop {
+        let reply: redis::streams::StreamAutoClaimReply = shared
+            .conn()
+            .xautoclaim_options(
+                shared.keys.queue(),
+                shared.keys.group(),
+                &shared.consumer,
+                idle,
+                &cursor,
+                redis::streams::StreamAutoClaimOptions::default().count(100),
+            )
+            .await
+            .map_err(unavailable)?;
+        for entry in &reply.claimed {
+            let bytes: Vec<u8> = entry.get("job").unwrap_or_default();
+            let Ok(job) = decode::<Job>(&bytes) else {
+                discard_entry(shared, "", &entry.id).await?;
+                continue;
+            };
+            // The latest state of the job (a retry may have counted attempts since it was queued).
+            let latest: Option<Vec<u8>> = shared.conn().hget(shared.keys.jobs(), &job.id).await.map_err(unavailable)?;
+            let Some(latest) = latest else {
+                // Finished or canceled meanwhile: only the entry was left.
+                discard_entry(shared, &job.id, &entry.id).await?;
+                continue;
+            };
+            let mut job: Job = decode(&latest)?;
+            job.attempt += 1;
+            let reason = "the instance running the task stopped responding";
+            tracing::warn!(task_id = job.task_id, attempt = job.attempt, "reclaimed a job whose worker went silent");
+            shared.lease(&job.id, Some(entry.id.clone()));
+            if job.attempt > shared.max_attempts.load(Ordering::Acquire) {
+                let error = job.last_error.clone().unwrap_or_else(|| reason.to_string());
+                dead_letter(shared, job, error).await?;
+                dead += 1;
+                continue;
+            }
+            let kept: i64 = scripts::RECLAIM
+                .key(shared.keys.jobs())
+                .key(shared.keys.job_entries())
+                .arg(&job.id)
+                .arg(encode(&job))
+                .arg(&entry.id)
+                .invoke_async(&mut shared.conn())
+                .await
+                .map_err(unavailable)?;
+            if kept == 0 {
+                shared.lease(&job.id, None);
+                discard_entry(shared, &job.id, &entry.id).await?;
+                continue;
+            }
+            let _ = shared.ready.0.send(job).await;
+            requeued += 1;
+        }
+        if reply.next_stream_id == "0-0" || reply.claimed.is_empty() {
+            return Ok((requeued, dead));
+        }
+        cursor = reply.next_stream_id;
+    }
+}
+
+async fn discard_entry(shared: &Shared, job_id: &str, entry: &str) -> Result<(), StoreError> {
+    let k = &shared.keys;
+    let _: i64 = scripts::DISCARD
+        .key(k.queue())
+        .key(k.jobs())
+        .key(k.job_entries())
+        .key(k.delayed())
+        .arg(job_id)
+        .arg(entry)
+        .arg(k.group())
+        .invoke_async(&mut shared.conn())
+        .await
+        .map_err(unavailable)?;
+    if !job_id.is_empty() {
+        shared.lease(job_id, None);
+    }
+    Ok(())
+}
+
+/// Moves retries that are due onto the queue (any instance may move any retry).
+async fn move_due_retries(shared: Arc<Shared>) {
+    while !shared.closed.load(Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let k = &shared.keys;
+        let moved: redis::RedisResult<i64> = scripts::MOVE_DUE
+            .key(k.delayed())
+            .key(k.jobs())
+            .key(k.job_entries())
+            .key(k.queue())
+            .arg(now_ms())
+            .arg(100)
+            .invoke_async(&mut shared.conn())
+            .await;
+        if let Err(e) = moved {
+            tracing::debug!(error = %e, "cannot move due retries");
+        }
+    }
+}
+
+async fn dead_letter(shared: &Shared, job: Job, error: String) -> Result<Applied, StoreError> {
+    let letter = DeadLetter { job: job.clone(), error: error.clone(), failed_ms: now_ms() };
+    let change = dead_letter_change(&job, &error);
+    let applied = shared.apply(change, Some(&letter)).await;
+    if let Err(StoreError::TaskNotFound(_) | StoreError::TaskTerminal { .. }) = &applied {
+        // Nothing left to fail: just forget the job.
+        let entry = shared.leased_entry(&job.id).unwrap_or_default();
+        discard_entry(shared, &job.id, &entry).await?;
+    }
+    applied
+}
+
+#[async_trait]
+impl TaskQueue for RedisBackend {
+    async fn next(&self) -> Option<Job> {
+        let s = &self.0;
+        if s.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        s.waiting.fetch_add(1, Ordering::AcqRel);
+        s.wanted.notify_one();
+        let job = s.ready.1.recv().await.ok();
+        s.waiting.fetch_sub(1, Ordering::AcqRel);
+        job
+    }
+
+    async fn retry(&self, mut job: Job, error: String, delay_ms: u64) -> Result<(), StoreError> {
+        let s = &self.0;
+        job.attempt += 1;
+        job.last_error = Some(error);
+        let k = &s.keys;
+        let _: i64 = scripts::RETRY
+            .key(k.queue())
+            .key(k.jobs())
+            .key(k.job_entries())
+            .key(k.delayed())
+            .arg(&job.id)
+            .arg(encode(&job))
+            .arg(now_ms() + delay_ms)
+            .arg(k.group())
+            .invoke_async(&mut s.conn())
+            .await
+            .map_err(unavailable)?;
+        s.lease(&job.id, None);
+        Ok(())
+    }
+
+    async fn discard(&self, job: &Job) {
+        let entry = self.0.leased_entry(&job.id).unwrap_or_default();
+        if let Err(e) = discard_entry(&self.0, &job.id, &entry).await {
+            tracing::warn!(error = %e, job_id = job.id, "cannot discard job; the reaper will");
+        }
+    }
+
+    async fn dead_letter(&self, job: Job, error: String) -> Result<Applied, StoreError> {
+        dead_letter(&self.0, job, error).await
+    }
+
+    async fn recover(&self, max_attempts: u32) -> Result<(usize, usize), StoreError> {
+        self.0.max_attempts.store(max_attempts, Ordering::Release);
+        // Jobs of instances that died are taken over once their visibility timeout passes; this
+        // pass takes those that are already due.
+        reap_once(&self.0).await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        let k = &self.0.keys;
+        let (jobs, pending, dead): (u64, redis::Value, u64) = redis::pipe()
+            .hlen(k.jobs())
+            .cmd("XPENDING")
+            .arg(k.queue())
+            .arg(k.group())
+            .xlen(k.dead_letters())
+            .query_async(&mut self.0.conn())
+            .await
+            .map_err(unavailable)?;
+        let running = match pending {
+            redis::Value::Array(items) => {
+                items.first().and_then(|v| redis::from_redis_value_ref::<u64>(v).ok()).unwrap_or(0)
+            }
+            _ => 0,
+        };
+        Ok(QueueStats { pending: jobs.saturating_sub(running), running, dead_letter: dead })
+    }
+
+    fn close(&self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.ready.1.close();
+    }
+}

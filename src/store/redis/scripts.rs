@@ -1,0 +1,189 @@
+//! Lua scripts: each request's writes happen in one script, atomically and in one round trip.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// One task change with its event, queue effects and publication. The change was computed in
+/// Rust from the task at `seq` = ARGV[1]; the script applies it only if the task is still there
+/// (optimistic concurrency across instances), else answers `conflict` and the caller re-reads.
+///
+/// KEYS: 1 task, 2 events, 3 push, 4 queue, 5 jobs, 6 job entries, 7 delayed, 8 expiry,
+///       9 dead letters, 10 dead-letter index, 11 stats
+/// ARGV: 1 expected seq ("" = must not exist), 2 new seq, 3 task JSON, 4 event JSON,
+///       5/6 drop events in (from, to] ("" = none), 7/8 enqueue job id/JSON ("" = none),
+///       9 ack job id, 10 TTL ms when the task became terminal, 11 expire-at ms, 12 task id,
+///       13/14 push config id/JSON, 15 dead letter JSON, 16 "1" = return the push configs,
+///       17 channel, 18 payload, 19 cancel channel ("" unless a cancel), 20 outcome counter,
+///       21 processing ms, 22 consumer group
+pub static APPLY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local seq = redis.call('HGET', KEYS[1], 'seq')
+if ARGV[1] == '' then
+  if seq then return {'exists'} end
+elseif seq ~= ARGV[1] then
+  return {'conflict'}
+end
+redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'data', ARGV[3])
+if ARGV[6] ~= '' then
+  local ids = {}
+  for s = tonumber(ARGV[5]) + 1, tonumber(ARGV[6]) do ids[#ids + 1] = s .. '-0' end
+  if #ids > 0 then redis.call('XDEL', KEYS[2], unpack(ids)) end
+end
+redis.call('XADD', KEYS[2], ARGV[2] .. '-0', 'e', ARGV[4])
+if ARGV[14] ~= '' then redis.call('HSET', KEYS[3], ARGV[13], ARGV[14]) end
+if ARGV[7] ~= '' then
+  local entry = redis.call('XADD', KEYS[4], '*', 'job', ARGV[8])
+  redis.call('HSET', KEYS[5], ARGV[7], ARGV[8])
+  redis.call('HSET', KEYS[6], ARGV[7], entry)
+end
+if ARGV[9] ~= '' then
+  local entry = redis.call('HGET', KEYS[6], ARGV[9])
+  if entry then
+    -- A delivered entry leaves the stream; one not yet delivered stays for a worker to discard.
+    if redis.call('XACK', KEYS[4], ARGV[22], entry) == 1 then redis.call('XDEL', KEYS[4], entry) end
+    redis.call('HDEL', KEYS[6], ARGV[9])
+  end
+  redis.call('HDEL', KEYS[5], ARGV[9])
+  redis.call('ZREM', KEYS[7], ARGV[9])
+end
+if ARGV[10] ~= '' then
+  local ttl = tonumber(ARGV[10])
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+  redis.call('ZADD', KEYS[8], ARGV[11], ARGV[12])
+end
+if ARGV[15] ~= '' then
+  local entry = redis.call('XADD', KEYS[9], '*', 'id', ARGV[9], 'letter', ARGV[15])
+  redis.call('HSET', KEYS[10], ARGV[9], entry)
+end
+if ARGV[20] ~= '' then redis.call('HINCRBY', KEYS[11], ARGV[20], 1) end
+if ARGV[21] ~= '' then
+  redis.call('HINCRBY', KEYS[11], 'processed', 1)
+  redis.call('HINCRBY', KEYS[11], 'processing_ms', ARGV[21])
+end
+redis.call('PUBLISH', ARGV[17], ARGV[18])
+if ARGV[19] ~= '' then redis.call('PUBLISH', ARGV[19], ARGV[12]) end
+local out = {'ok'}
+if ARGV[16] == '1' then
+  for _, v in ipairs(redis.call('HVALS', KEYS[3])) do out[#out + 1] = v end
+end
+return out
+"#,
+    )
+});
+
+/// Takes a job off the queue without a task change: acknowledges and deletes its entry and
+/// forgets the job. KEYS: 1 queue, 2 jobs, 3 job entries, 4 delayed. ARGV: 1 job id, 2 entry id
+/// ("" = look it up), 3 group.
+pub static DISCARD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local entry = ARGV[2]
+if entry == '' then entry = redis.call('HGET', KEYS[3], ARGV[1]) end
+if entry then
+  redis.call('XACK', KEYS[1], ARGV[3], entry)
+  redis.call('XDEL', KEYS[1], entry)
+end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// Schedules another attempt: the entry leaves the stream, the job (with its attempt and error
+/// updated) waits in the delayed set. KEYS: 1 queue, 2 jobs, 3 job entries, 4 delayed.
+/// ARGV: 1 job id, 2 job JSON, 3 due ms, 4 group.
+pub static RETRY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local entry = redis.call('HGET', KEYS[3], ARGV[1])
+if entry then
+  redis.call('XACK', KEYS[1], ARGV[4], entry)
+  redis.call('XDEL', KEYS[1], entry)
+  redis.call('HDEL', KEYS[3], ARGV[1])
+end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// Moves retries that are due back onto the queue. KEYS: 1 delayed, 2 jobs, 3 job entries,
+/// 4 queue. ARGV: 1 now ms, 2 limit. Returns how many moved.
+pub static MOVE_DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(due) do
+  local job = redis.call('HGET', KEYS[2], id)
+  if job then
+    local entry = redis.call('XADD', KEYS[4], '*', 'job', job)
+    redis.call('HSET', KEYS[3], id, entry)
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+return #due
+"#,
+    )
+});
+
+/// Puts a reclaimed job (its worker went silent) back in the hands of this instance with its
+/// attempt counted. KEYS: 1 jobs, 2 job entries. ARGV: 1 job id, 2 job JSON, 3 entry id.
+/// Returns 0 when the job is gone (finished or canceled meanwhile).
+pub static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"#,
+    )
+});
+
+/// Stores a push config. KEYS: 1 task, 2 push. ARGV: 1 config id, 2 JSON.
+/// Returns 0 when the task does not exist.
+pub static SET_PUSH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1
+"#,
+    )
+});
+
+/// Deletes a push config. KEYS: 1 task, 2 push. ARGV: 1 config id.
+/// Returns -1 when the task does not exist, else how many were deleted.
+pub static DELETE_PUSH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('HDEL', KEYS[2], ARGV[1])
+"#,
+    )
+});
+
+/// Deletes tasks whose retention ended. KEYS: 1 expiry. ARGV: 1 now ms, 2 limit, 3 key base
+/// (`{prefix}`). Returns how many.
+pub static SWEEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  redis.call('DEL', ARGV[3] .. ':task:' .. id, ARGV[3] .. ':events:' .. id, ARGV[3] .. ':push:' .. id)
+  redis.call('ZREM', KEYS[1], id)
+end
+return #ids
+"#,
+    )
+});
