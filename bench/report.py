@@ -7,9 +7,11 @@
       test exercises the real task path and not a fast error path.
 
   report.py summarize RUNS_TSV OUT_JSON [--connections N ...]
-      Read oha's JSON for every server (RUNS_TSV lines: name, label, duration, peak RSS KiB,
-      oha json path), print the comparison table and write OUT_JSON. Exit 1 if any run had
-      a non-2xx response or a transport error.
+      Read oha's JSON for every row (RUNS_TSV lines: name, label, duration, peak RSS KiB per
+      server process, oha json path per concurrent oha run, redis-server peak RSS KiB, kind,
+      connections per oha run; lists comma-separated, the last three columns optional),
+      print the comparison tables and write OUT_JSON. Exit 1 if any run had a non-2xx
+      response or a transport error.
 """
 
 import argparse
@@ -27,6 +29,8 @@ DEADLINE_ABORT = "aborted due to deadline"
 # The README's target for switchyard with its durable store, relative to the JS SDK peer.
 GOAL_RATIO = 10.0
 GOAL_P99_MS = 5.0
+# The project's target for the Redis backend, relative to the embedded store (message/send).
+REDIS_GOAL_RATIO = 0.5
 
 
 def verify(url: str, body: str) -> int:
@@ -47,7 +51,7 @@ def verify(url: str, body: str) -> int:
     return 0
 
 
-def load_run(name, label, duration, rss_kib, path):
+def load_oha(path):
     with open(path) as f:
         oha = json.load(f)
     summary = oha.get("summary", {})
@@ -62,13 +66,9 @@ def load_run(name, label, duration, rss_kib, path):
         return None if v is None else v * 1000.0
 
     return {
-        "name": name,
-        "label": label,
-        "duration": duration,
         "requests_per_sec": summary.get("requestsPerSec"),
         "p50_ms": ms("p50"),
         "p99_ms": ms("p99"),
-        "peak_rss_kib": int(rss_kib) if rss_kib.isdigit() else None,
         "responses": sum(codes.values()),
         "status_codes": codes,
         "non_2xx": non_2xx,
@@ -77,6 +77,61 @@ def load_run(name, label, duration, rss_kib, path):
         "aborted_at_deadline": errors_all.get(DEADLINE_ABORT, 0),
         "valid": non_2xx == 0 and not errors,
     }
+
+
+def kib(v):
+    return int(v) if v.isdigit() else None
+
+
+def load_run(name, label, duration, rss_kib, paths, redis_rss_kib="", kind="send", conns=""):
+    oha_runs = [load_oha(p) for p in paths.split(",")]
+    rss = [kib(v) for v in rss_kib.split(",")]
+    run = {"name": name, "label": label, "kind": kind, "duration": duration}
+    if len(oha_runs) == 1:
+        run.update(oha_runs[0])
+    else:
+        # Concurrent oha runs: throughput adds up; latency percentiles cannot be merged
+        # exactly, so the row carries the worst run's and every run's own under oha_runs.
+        def worst(key):
+            vals = [r[key] for r in oha_runs if r[key] is not None]
+            return max(vals) if vals else None
+
+        codes = {}
+        errs = {}
+        for r in oha_runs:
+            for k, v in r["status_codes"].items():
+                codes[k] = codes.get(k, 0) + v
+            for k, v in r["error_distribution"].items():
+                errs[k] = errs.get(k, 0) + v
+        rps = [r["requests_per_sec"] for r in oha_runs]
+        run.update({
+            "requests_per_sec": None if None in rps else sum(rps),
+            "p50_ms": worst("p50_ms"),
+            "p99_ms": worst("p99_ms"),
+            "responses": sum(r["responses"] for r in oha_runs),
+            "status_codes": codes,
+            "non_2xx": sum(r["non_2xx"] for r in oha_runs),
+            "errors": sum(r["errors"] for r in oha_runs),
+            "error_distribution": errs,
+            "aborted_at_deadline": sum(r["aborted_at_deadline"] for r in oha_runs),
+            "valid": all(r["valid"] for r in oha_runs),
+            "oha_runs": oha_runs,
+        })
+    # peak_rss_kib: the server process, or the sum over instances for multi-instance rows.
+    run["peak_rss_kib"] = None if None in rss else sum(rss)
+    if len(rss) > 1 or kind == "queue":
+        run["instances"] = len(rss)
+        run["peak_rss_kib_per_instance"] = rss
+    if conns.isdigit():
+        run["connections_per_oha_run"] = int(conns)
+        run["oha_runs_concurrent"] = len(oha_runs)
+    if redis_rss_kib:
+        run["redis_peak_rss_kib"] = kib(redis_rss_kib)
+    return run
+
+
+def mib(v):
+    return None if not v else v / 1024
 
 
 def fmt(v, spec, suffix=""):
@@ -98,6 +153,12 @@ def summarize(args) -> int:
     # The goal is stated for the durable (embedded) store, the configuration users run.
     goal = None
     emb = next((r for r in runs if r["name"] == "embedded"), None)
+    red = next((r for r in runs if r["name"] == "redis"), None)
+    q1 = next((r for r in runs if r["name"] == "redis-queue-1"), None)
+    q2 = next((r for r in runs if r["name"] == "redis-queue-2"), None)
+    for r in runs:
+        ok = emb and emb["requests_per_sec"] and r["requests_per_sec"] is not None
+        r["rps_vs_embedded"] = r["requests_per_sec"] / emb["requests_per_sec"] if ok else None
     if emb and js:
         goal = {
             "rps_ratio_target": GOAL_RATIO,
@@ -108,45 +169,103 @@ def summarize(args) -> int:
             "p99_met": emb["p99_ms"] is not None and emb["p99_ms"] <= GOAL_P99_MS,
         }
 
-    headers = ["server", "req/s", "p50 ms", "p99 ms", "peak RSS MiB", "req/s vs JS", "non-2xx", "errors"]
-    rows = [
-        [
-            r["label"],
-            fmt(r["requests_per_sec"], ",.0f"),
-            fmt(r["p50_ms"], ".2f"),
-            fmt(r["p99_ms"], ".2f"),
-            fmt(r["peak_rss_kib"] / 1024 if r["peak_rss_kib"] else None, ",.1f"),
-            fmt(r["rps_vs_js"], ".2f", "x"),
-            str(r["non_2xx"]),
-            str(r["errors"]),
-        ]
-        for r in runs
-    ]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+    redis_goal = None
+    if emb and red:
+        ratio = red["rps_vs_embedded"]
+        redis_goal = {
+            "rps_ratio_vs_embedded_target": REDIS_GOAL_RATIO,
+            "rps_ratio_vs_embedded": ratio,
+            "redis_rps": red["requests_per_sec"],
+            "embedded_rps": emb["requests_per_sec"],
+            "met": ratio is not None and ratio >= REDIS_GOAL_RATIO,
+        }
+    scale_out = None
+    if q1 and q2 and q1["requests_per_sec"] and q2["requests_per_sec"] is not None:
+        scale_out = q2["requests_per_sec"] / q1["requests_per_sec"]
 
-    def line(cells):
-        # First column left-aligned (names), numbers right-aligned.
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
+    def table(headers, rows):
+        widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+                  for i, h in enumerate(headers)]
 
+        def line(cells):
+            # First column left-aligned (names), numbers right-aligned.
+            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths)))
+
+        print(line(headers))
+        print(line(["-" * w for w in widths]))
+        for row in rows:
+            print(line(row))
+
+    send = [r for r in runs if r["kind"] == "send"]
+    queue = [r for r in runs if r["kind"] == "queue"]
     durations = sorted({r["duration"] for r in runs})
     print()
     print(f"A2A message/send, {args.connections} connections, "
           f"{' / '.join(durations)} per server after a {args.warmup} warm-up "
           f"({os.cpu_count()} CPUs, load generator on the same CPUs)")
-    print(f"switchyard {args.switchyard_version} (git {args.git_rev}), {args.oha_version}")
+    print(f"switchyard {args.switchyard_version} (git {args.git_rev}), {args.oha_version}"
+          + (f", redis-server {args.redis_version}" if args.redis_version else ""))
     print()
-    print(line(headers))
-    print(line(["-" * w for w in widths]))
-    for row in rows:
-        print(line(row))
+    table(
+        ["server", "req/s", "p50 ms", "p99 ms", "peak RSS MiB", "req/s vs JS", "non-2xx", "errors"],
+        [
+            [
+                r["label"],
+                fmt(r["requests_per_sec"], ",.0f"),
+                fmt(r["p50_ms"], ".2f"),
+                fmt(r["p99_ms"], ".2f"),
+                fmt(mib(r["peak_rss_kib"]), ",.1f"),
+                fmt(r["rps_vs_js"], ".2f", "x"),
+                str(r["non_2xx"]),
+                str(r["errors"]),
+            ]
+            for r in send
+        ],
+    )
+    if red and "redis_peak_rss_kib" in red:
+        print(f"(switchyard (redis): peak RSS is switchyard's own; redis-server peaked at "
+              f"{fmt(mib(red['redis_peak_rss_kib']), ',.1f', ' MiB')} during that row)")
+    if queue:
+        print()
+        conns = sorted({f"{r.get('oha_runs_concurrent', 1)} x {r.get('connections_per_oha_run', '?')}"
+                        for r in queue})
+        print(f"Redis shared queue, end to end: blocking message/send, {' / '.join(conns)} "
+              f"connections in concurrent oha runs (one per instance with 2 instances), one "
+              f"--redis-prefix per row; each request is one task through the queue")
+        print()
+        table(
+            ["row", "tasks/s", "p99 ms per oha run", "switchyard RSS MiB", "redis RSS MiB",
+             "non-2xx", "errors"],
+            [
+                [
+                    r["label"],
+                    fmt(r["requests_per_sec"], ",.0f"),
+                    " / ".join(fmt(o["p99_ms"], ".2f") for o in r.get("oha_runs", [r])),
+                    " + ".join(fmt(mib(v), ",.1f") for v in r.get("peak_rss_kib_per_instance", [])),
+                    fmt(mib(r.get("redis_peak_rss_kib")), ",.1f"),
+                    str(r["non_2xx"]),
+                    str(r["errors"]),
+                ]
+                for r in queue
+            ],
+        )
     print()
     if goal:
         print(f"goal (embedded store): >= {GOAL_RATIO:g}x JS req/s: "
               f"{'met' if goal['rps_met'] else 'NOT met'} ({fmt(goal['rps_ratio'], '.2f', 'x')}); "
               f"p99 <= {GOAL_P99_MS:g} ms: {'met' if goal['p99_met'] else 'NOT met'} "
               f"({fmt(goal['p99_ms'], '.2f', ' ms')})")
+    if redis_goal:
+        print(f"goal (redis backend): >= {REDIS_GOAL_RATIO:g}x embedded req/s: "
+              f"{'met' if redis_goal['met'] else 'NOT met'} "
+              f"({fmt(redis_goal['rps_ratio_vs_embedded'], '.2f', 'x')}: "
+              f"{fmt(redis_goal['redis_rps'], ',.0f')} vs {fmt(redis_goal['embedded_rps'], ',.0f')} req/s)")
+    if scale_out is not None:
+        print(f"shared queue: 2 instances / 1 instance tasks/s = {scale_out:.2f}x "
+              f"(one machine: the instances, redis-server and oha share its CPUs)")
+    if args.redis_note:
+        print(f"NOTE: {args.redis_note}")
     invalid = [r for r in runs if not r["valid"]]
     for r in invalid:
         print(f"INVALID: {r['label']}: {r['non_2xx']} non-2xx responses "
@@ -167,8 +286,12 @@ def summarize(args) -> int:
         "git_rev": args.git_rev,
         "embedded_data_dir_fs": args.data_fs or None,
         "request_body": json.loads(args.body),
+        "redis_version": args.redis_version or None,
+        "redis_note": args.redis_note or None,
         "results": runs,
         "goal": goal,
+        "redis_goal": redis_goal,
+        "redis_scale_out_2_vs_1": scale_out,
         "valid": not invalid,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out_json)), exist_ok=True)
@@ -194,6 +317,8 @@ def main() -> int:
     s.add_argument("--switchyard-version", default="unknown")
     s.add_argument("--git-rev", default="unknown")
     s.add_argument("--data-fs", default="")
+    s.add_argument("--redis-version", default="")
+    s.add_argument("--redis-note", default="")
     s.add_argument("--body", default="{}")
     a = p.parse_args()
     return verify(a.url, a.body) if a.cmd == "verify" else summarize(a)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Load benchmark of A2A `message/send`: switchyard (embedded store and :memory:) side by side
-# with the official JS and Python SDK peer servers, in one run on the same machine.
+# Load benchmark of A2A `message/send`: switchyard (embedded store, :memory: and Redis) side
+# by side with the official JS and Python SDK peer servers, in one run on the same machine,
+# plus end-to-end tasks/s through the Redis shared queue with 1 and 2 switchyard instances.
 #
 #   bench/run.sh PATH_TO_SWITCHYARD_BINARY        (what `make bench` runs)
 #
@@ -9,7 +10,9 @@
 #   BENCH_PY_DURATION   measured load for the Python peer (default: BENCH_DURATION)
 #   BENCH_WARMUP        un-measured load before each measurement (default 2s)
 #   BENCH_CONNECTIONS   concurrent connections (default 32)
-#   BENCH_SERVERS       comma-separated subset of: embedded,memory,js,python (default: all)
+#   BENCH_SERVERS       comma-separated subset of: embedded,memory,redis,redis-queue,js,python
+#                       (default: all). The redis rows need `redis-server` on PATH; without it
+#                       they are skipped with a note, not failed.
 #   BENCH_PEERS_DIR     where shared/peers/setup.sh installs the peers (default /tmp/switchyard-peers)
 #   BENCH_PEERS_SRC     the shared/peers checkout (default: ../shared/peers next to the repo)
 #   BENCH_TOOLS_DIR     where oha is installed if it is not found (default ~/.cache/switchyard-bench)
@@ -30,7 +33,7 @@ DURATION="${BENCH_DURATION:-10s}"
 PY_DURATION="${BENCH_PY_DURATION:-$DURATION}"
 WARMUP="${BENCH_WARMUP:-2s}"
 CONNECTIONS="${BENCH_CONNECTIONS:-32}"
-SERVERS="${BENCH_SERVERS:-embedded,memory,js,python}"
+SERVERS="${BENCH_SERVERS:-embedded,memory,redis,redis-queue,js,python}"
 PEERS_DIR="${BENCH_PEERS_DIR:-/tmp/switchyard-peers}"
 PEERS_SRC="${BENCH_PEERS_SRC:-$REPO/../shared/peers}"
 TOOLS_DIR="${BENCH_TOOLS_DIR:-$HOME/.cache/switchyard-bench}"
@@ -53,6 +56,8 @@ cleanup() {
   for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
+  # redis-server's working directory (its AOF) lives in $WORK too, so it goes only after
+  # redis-server itself has exited.
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -125,6 +130,13 @@ wait_for_switchyard() {
   die "switchyard did not print its listening address within 30 s"
 }
 
+# Forget a pid that has been reaped, so the exit trap never signals a recycled pid.
+forget_pid() {
+  local keep=() p
+  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
 # Stop one server before the next is measured, so an idle process (or its background
 # housekeeping) does not take CPU from the next run on this small machine.
 stop_server() {
@@ -136,10 +148,7 @@ stop_server() {
   done
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  # Forget it, so the exit trap never signals a recycled pid.
-  local keep=() p
-  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
+  forget_pid "$pid"
 }
 
 # Peak RSS of the server process itself. Servers are started with exec semantics (a plain
@@ -148,10 +157,26 @@ peak_rss_kib() {
   awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
 }
 
+# redis-server outlives a single row, so its VmHWM is reset before each Redis row (writing
+# 5 to clear_refs, Linux >= 4.0) to get that row's peak rather than the run's so far.
+REDIS_RSS_RESET=1
+reset_peak_rss() {
+  echo 5 >"/proc/$1/clear_refs" 2>/dev/null || {
+    [ "$REDIS_RSS_RESET" = 0 ] || log "cannot reset VmHWM of pid $1: redis-server peak RSS is since its start"
+    REDIS_RSS_RESET=0
+  }
+}
+
+# runs.tsv, one line per row (tab-separated; report.py reads it):
+#   name  label  duration  switchyard/server peak RSS KiB (comma-separated, one per process)
+#   oha JSON (comma-separated, one per concurrent oha run)  redis-server peak RSS KiB or ""
+#   kind ("send": one server, one oha run; "queue": Redis shared-queue row)
+#   connections per oha run
+
 # One server: verify it completes a task, warm up, measure, re-verify, record peak RSS.
-#   measure NAME LABEL PID PORT DURATION
+#   measure NAME LABEL PID PORT DURATION [REDIS_PID]
 measure() {
-  local name=$1 label=$2 pid=$3 port=$4 dur=$5
+  local name=$1 label=$2 pid=$3 port=$4 dur=$5 redis_pid=${6:-}
   local url="http://127.0.0.1:$port/agents/echo"
   # A JSON-RPC error still comes back as HTTP 200, so oha alone cannot tell a fast error
   # path from real work: check one real answer before and after the load.
@@ -163,9 +188,11 @@ measure() {
   "$OHA" -z "$dur" -c "$CONNECTIONS" -m POST -T application/json -d "$BODY" \
     --no-tui "${OHA_JSON[@]}" "$url" >"$WORK/$name.oha.json"
   python3 "$HERE/report.py" verify "$url" "$BODY" || die "$label: message/send stopped completing tasks under load"
-  local rss
+  local rss redis_rss=""
   rss="$(peak_rss_kib "$pid")"
-  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$label" "$dur" "$rss" "$WORK/$name.oha.json" >>"$WORK/runs.tsv"
+  [ -z "$redis_pid" ] || redis_rss="$(peak_rss_kib "$redis_pid")"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$label" "$dur" "$rss" "$WORK/$name.oha.json" \
+    "$redis_rss" send "$CONNECTIONS" >>"$WORK/runs.tsv"
   stop_server "$pid"
 }
 
@@ -181,14 +208,22 @@ agents:
     chunk_delay_ms: 0
 EOF
 
-run_switchyard() {
-  local name=$1 label=$2 data_dir=$3 pid port
-  "$BIN" serve --config "$WORK/switchyard.yaml" --host 127.0.0.1 --port 0 --data-dir "$data_dir" \
+# Start one switchyard; sets SY_PID and SY_PORT.
+#   start_switchyard NAME DATA_DIR [EXTRA SERVE ARGS...]
+start_switchyard() {
+  local name=$1 data_dir=$2
+  shift 2
+  "$BIN" serve --config "$WORK/switchyard.yaml" --host 127.0.0.1 --port 0 --data-dir "$data_dir" "$@" \
     >"$WORK/$name.log" 2>"$WORK/$name.log.err" &
-  pid=$!
-  PIDS+=("$pid")
-  port="$(wait_for_switchyard "$pid" "$WORK/$name.log")"
-  measure "$name" "$label" "$pid" "$port" "$DURATION"
+  SY_PID=$!
+  PIDS+=("$SY_PID")
+  SY_PORT="$(wait_for_switchyard "$SY_PID" "$WORK/$name.log")"
+}
+
+run_switchyard() {
+  local name=$1 label=$2 data_dir=$3
+  start_switchyard "$name" "$data_dir"
+  measure "$name" "$label" "$SY_PID" "$SY_PORT" "$DURATION"
 }
 
 DATA_FS=""
@@ -200,6 +235,129 @@ if wants embedded; then
 fi
 if wants memory; then
   run_switchyard memory "switchyard (:memory:)" ":memory:"
+fi
+
+# --- switchyard on Redis ----------------------------------------------------------------
+# One private redis-server for all Redis rows (each row uses its own --redis-prefix, so rows
+# share no data); it is stopped before the peers run, and by the exit trap on any failure.
+REDIS_PID=""
+REDIS_PORT=""
+REDIS_NOTE=""
+REDIS_VERSION=""
+
+redis_ping() {
+  python3 -c '
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.5)
+s.settimeout(0.5)
+s.sendall(b"PING\r\n")
+sys.exit(0 if s.recv(64).startswith(b"+PONG") else 1)' "$1" 2>/dev/null
+}
+
+start_redis() {
+  local attempt i port
+  mkdir -p "$WORK/redis"
+  # A free port can be taken between probing it and redis-server binding it; try again then.
+  for attempt in 1 2 3; do
+    port="$(free_port)"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync everysec \
+      --dir "$WORK/redis" --daemonize no >"$WORK/redis.log" 2>&1 &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    for i in $(seq 1 100); do
+      kill -0 "$REDIS_PID" 2>/dev/null || break
+      if redis_ping "$port"; then REDIS_PORT=$port; return 0; fi
+      sleep 0.1
+    done
+    stop_server "$REDIS_PID"
+    REDIS_PID=""
+  done
+  cat "$WORK/redis.log" >&2
+  die "redis-server did not answer PING (3 attempts)"
+}
+
+# Start one oha run in the background; sets OHA_PID. The exit trap kills it on failure.
+#   oha_bg DURATION CONNECTIONS PORT OUT_FILE
+oha_bg() {
+  "$OHA" -z "$1" -c "$2" -m POST -T application/json -d "$BODY" \
+    --no-tui "${OHA_JSON[@]}" "http://127.0.0.1:$3/agents/echo" >"$4" &
+  OHA_PID=$!
+  PIDS+=("$OHA_PID")
+}
+wait_oha() {
+  local pid=$1 rc=0
+  wait "$pid" || rc=$?
+  forget_pid "$pid"
+  [ "$rc" -eq 0 ] || die "oha (pid $pid) failed with status $rc"
+}
+
+# End-to-end tasks/s through the shared queue: N instances on one Redis and one prefix, and
+# always two concurrent oha runs of CONNECTIONS/2 connections (with 1 instance both target
+# it, with 2 each targets one instance), so the load generator is the same in both rows and
+# only the number of instances changes. Each blocking message/send is one task that went
+# through the queue; with 2 instances it may run on either instance's workers.
+#   run_queue NAME LABEL INSTANCES
+run_queue() {
+  local name=$1 label=$2 n=$3 prefix="bench-$1-$$"
+  local per=$(( CONNECTIONS / 2 )); [ "$per" -ge 1 ] || per=1
+  local pids=() ports=() i k url p rss=() outs=() ohas=()
+  reset_peak_rss "$REDIS_PID"
+  for i in $(seq 1 "$n"); do
+    start_switchyard "$name-$i" ":memory:" --redis-url "redis://127.0.0.1:$REDIS_PORT" --redis-prefix "$prefix"
+    pids+=("$SY_PID")
+    ports+=("$SY_PORT")
+  done
+  for p in "${ports[@]}"; do
+    python3 "$HERE/report.py" verify "http://127.0.0.1:$p/agents/echo" "$BODY" \
+      || die "$label: message/send did not complete a task on port $p"
+  done
+  log "$label: warm-up $WARMUP (2 oha runs x $per connections)"
+  for k in 0 1; do
+    oha_bg "$WARMUP" "$per" "${ports[$(( k % n ))]}" /dev/null
+    ohas+=("$OHA_PID")
+  done
+  for p in "${ohas[@]}"; do wait_oha "$p"; done
+  ohas=()
+  log "$label: measuring $DURATION (2 concurrent oha runs x $per connections)"
+  for k in 0 1; do
+    oha_bg "$DURATION" "$per" "${ports[$(( k % n ))]}" "$WORK/$name.$k.oha.json"
+    ohas+=("$OHA_PID")
+    outs+=("$WORK/$name.$k.oha.json")
+  done
+  for p in "${ohas[@]}"; do wait_oha "$p"; done
+  for p in "${ports[@]}"; do
+    python3 "$HERE/report.py" verify "http://127.0.0.1:$p/agents/echo" "$BODY" \
+      || die "$label: message/send stopped completing tasks under load (port $p)"
+  done
+  for p in "${pids[@]}"; do rss+=("$(peak_rss_kib "$p")"); done
+  local redis_rss
+  redis_rss="$(peak_rss_kib "$REDIS_PID")"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$label" "$DURATION" \
+    "$(IFS=,; echo "${rss[*]}")" "$(IFS=,; echo "${outs[*]}")" "$redis_rss" queue "$per" >>"$WORK/runs.tsv"
+  for p in "${pids[@]}"; do stop_server "$p"; done
+}
+
+if wants redis || wants redis-queue; then
+  if ! command -v redis-server >/dev/null 2>&1; then
+    REDIS_NOTE="redis rows skipped: redis-server is not on PATH"
+    log "NOTE: $REDIS_NOTE"
+  else
+    REDIS_VERSION="$(redis-server --version 2>/dev/null | sed -n 's/.* v=\([^ ]*\).*/\1/p' | head -1)"
+    start_redis
+    log "redis-server $REDIS_VERSION (pid $REDIS_PID) on 127.0.0.1:$REDIS_PORT"
+    if wants redis; then
+      reset_peak_rss "$REDIS_PID"
+      start_switchyard redis ":memory:" \
+        --redis-url "redis://127.0.0.1:$REDIS_PORT" --redis-prefix "bench-redis-$$"
+      measure redis "switchyard (redis)" "$SY_PID" "$SY_PORT" "$DURATION" "$REDIS_PID"
+    fi
+    if wants redis-queue; then
+      run_queue redis-queue-1 "switchyard redis, 1 instance" 1
+      run_queue redis-queue-2 "switchyard redis, 2 instances" 2
+    fi
+    stop_server "$REDIS_PID"
+    REDIS_PID=""
+  fi
 fi
 
 # --- official SDK peers -----------------------------------------------------------------
@@ -230,4 +388,6 @@ python3 "$HERE/report.py" summarize "$WORK/runs.tsv" "$OUT_DIR/results.json" \
   --switchyard-version "$("$BIN" version 2>/dev/null | head -1 | sed 's/^switchyard //' || echo unknown)" \
   --git-rev "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   --data-fs "$DATA_FS" \
+  --redis-version "$REDIS_VERSION" \
+  --redis-note "$REDIS_NOTE" \
   --body "$BODY"

@@ -94,7 +94,7 @@ async fn turn_that_keeps_dying_is_failed_after_max_attempts() {
     let server = server.restart(&["--max-attempts", "2"]);
     let task = wait_for_state(&server, "slow", &task_id, "failed").await;
     let reason = task["status"]["message"]["parts"][0]["text"].as_str().unwrap_or_default();
-    assert!(reason.contains("attempts"), "failure says why: {reason}");
+    assert!(reason.contains("after 2 attempts"), "failure says why: {reason}");
 }
 
 #[tokio::test]

@@ -40,26 +40,40 @@ impl Server {
         Server::start_with(CONFIG, ":memory:", &[]).await
     }
 
-    /// Starts a server with a config text, a data dir and extra flags.
+    /// Starts a server with a config text, a data dir and extra flags, on the backend the test
+    /// run selects ([`test_backend_is_redis`]).
     pub async fn start_with(config: &str, data_dir: &str, args: &[&str]) -> Server {
+        if test_backend_is_redis() {
+            let redis = std::sync::Arc::new(redis::RedisServer::start());
+            return Server::start_on_redis(config, &redis, &format!("test-{}", uuid()), args).await;
+        }
+        Server::start_configured(config, data_dir, args, Vec::new(), None)
+    }
+
+    /// Starts an instance of a deployment on `redis` (instances with the same prefix share
+    /// tasks and queue). Jobs of a silent instance are taken over after 1 s.
+    pub async fn start_on_redis(
+        config: &str,
+        redis: &std::sync::Arc<redis::RedisServer>,
+        prefix: &str,
+        args: &[&str],
+    ) -> Server {
+        let backend_args = ["--redis-url", &redis.url, "--redis-prefix", prefix, "--visibility-timeout", "1s"]
+            .map(str::to_string)
+            .to_vec();
+        Server::start_configured(config, ":memory:", args, backend_args, Some(redis.clone()))
+    }
+
+    fn start_configured(
+        config: &str,
+        data_dir: &str,
+        args: &[&str],
+        backend_args: Vec<String>,
+        redis: Option<std::sync::Arc<redis::RedisServer>>,
+    ) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let config_path = tmp.path().join("config.yaml");
         std::fs::write(&config_path, config).expect("write config");
-        let (redis, backend_args) = if test_backend_is_redis() {
-            let redis = std::sync::Arc::new(redis::RedisServer::start());
-            let prefix = format!("test-{}", uuid());
-            let args = vec![
-                "--redis-url".to_string(),
-                redis.url.clone(),
-                "--redis-prefix".to_string(),
-                prefix,
-                "--visibility-timeout".to_string(),
-                "1s".to_string(),
-            ];
-            (Some(redis), args)
-        } else {
-            (None, Vec::new())
-        };
         let mut server = Server::spawn_on(&config_path, data_dir, args, backend_args);
         server.redis = redis;
         server._tmp = Some(tmp);

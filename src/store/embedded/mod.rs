@@ -623,12 +623,12 @@ impl TaskQueue for EmbeddedHandle {
         let (mut requeued, mut dead) = (0, 0);
         for mut job in jobs {
             // The job was queued or running when the process stopped: that run counts.
-            job.attempt += 1;
-            if job.attempt > max_attempts {
+            if job.attempt >= max_attempts {
                 let error = job.last_error.clone().unwrap_or_else(|| "the server stopped while the task ran".into());
                 s.durably(true, move |s| dead_letter_now(s, job, error)).await?;
                 dead += 1;
             } else {
+                job.attempt += 1;
                 let mut batch = s.batch(true);
                 batch.insert(&s.t.jobs, job.id.as_str(), encode(&job));
                 batch.commit().map_err(unavailable)?;

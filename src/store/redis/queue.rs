@@ -187,16 +187,16 @@ pub(super) async fn reap_once(shared: &Shared) -> Result<(usize, usize), StoreEr
                 continue;
             };
             let mut job: Job = decode(&latest)?;
-            job.attempt += 1;
             let reason = "the instance running the task stopped responding";
             tracing::warn!(task_id = job.task_id, attempt = job.attempt, "reclaimed a job whose worker went silent");
             shared.lease(&job.id, Some(entry.id.clone()));
-            if job.attempt > shared.max_attempts.load(Ordering::Acquire) {
+            if job.attempt >= shared.max_attempts.load(Ordering::Acquire) {
                 let error = job.last_error.clone().unwrap_or_else(|| reason.to_string());
                 dead_letter(shared, job, error).await?;
                 dead += 1;
                 continue;
             }
+            job.attempt += 1;
             let kept: i64 = scripts::RECLAIM
                 .key(shared.keys.jobs())
                 .key(shared.keys.job_entries())

@@ -1,0 +1,170 @@
+//! Several instances on one Redis: a task is visible, followed and canceled from any instance,
+//! work survives the death of the instance running it, and clients never see a chunk twice.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::redis::RedisServer;
+use common::*;
+use serde_json::{json, Value};
+
+/// 30 words: a `slow` turn takes about 1.5 s.
+const LONG_TEXT: &str = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen \
+                         sixteen seventeen eighteen nineteen twenty twentyone twentytwo twentythree twentyfour \
+                         twentyfive twentysix twentyseven twentyeight twentynine thirty";
+
+async fn deployment(redis: &Arc<RedisServer>, instances: usize, args: &[&str]) -> (String, Vec<Server>) {
+    let prefix = format!("scale-{}", uuid());
+    let mut servers = Vec::new();
+    for _ in 0..instances {
+        servers.push(Server::start_on_redis(CONFIG, redis, &prefix, args).await);
+    }
+    (prefix, servers)
+}
+
+fn artifact_text(task: &Value) -> String {
+    task["artifacts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|a| a["parts"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["text"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Event ids strictly increase: nothing is seen twice or out of order.
+fn assert_increasing_ids(events: &[SseEvent]) {
+    let ids: Vec<u64> = events.iter().filter_map(|e| e.id.as_deref().and_then(|id| id.parse().ok())).collect();
+    assert_eq!(ids.len(), events.len(), "every event carries an id");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids must strictly increase: {ids:?}");
+}
+
+#[tokio::test]
+async fn stream_on_one_resubscribe_on_another_cancel_from_a_third() {
+    let redis = Arc::new(RedisServer::start());
+    let (_, servers) = deployment(&redis, 3, &[]).await;
+    let (a, b, c) = (&servers[0], &servers[1], &servers[2]);
+
+    let mut streamed = a.open_stream("slow", "message/stream", json!({"message": user_message(LONG_TEXT)}), None).await;
+    let first = streamed.next().await.expect("Task event");
+    let task_id = result_of(&first)["id"].as_str().unwrap().to_string();
+    let mut seen_on_a = vec![first];
+    for _ in 0..3 {
+        seen_on_a.push(streamed.next().await.expect("event"));
+    }
+
+    // Another instance follows the same task from its current state.
+    let mut followed = b.open_stream("slow", "tasks/resubscribe", json!({"id": task_id}), None).await;
+    let snapshot = followed.next().await.expect("snapshot");
+    assert_eq!(result_of(&snapshot)["kind"], "task");
+    assert_eq!(result_of(&snapshot)["status"]["state"], "working");
+
+    // A third instance cancels it; the instance running the turn stops it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let canceled = c.result("slow", "tasks/cancel", json!({"id": task_id})).await;
+    assert_eq!(canceled["status"]["state"], "canceled");
+
+    seen_on_a.extend(streamed.collect().await);
+    let mut seen_on_b = vec![snapshot];
+    seen_on_b.extend(followed.collect().await);
+    for events in [&seen_on_a, &seen_on_b] {
+        assert_increasing_ids(events);
+        let last = result_of(events.last().unwrap());
+        assert_eq!((last["kind"].as_str(), last["final"].as_bool()), (Some("status-update"), Some(true)));
+        assert_eq!(last["status"]["state"], "canceled");
+    }
+    // B saw, after its snapshot, exactly the events A saw after the same point.
+    let snapshot_seq: u64 = seen_on_b[0].id.as_deref().unwrap().parse().unwrap();
+    let tail_of = |events: &[SseEvent]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.id.as_deref().unwrap().parse::<u64>().unwrap() > snapshot_seq)
+            .map(|e| e.data.to_string())
+            .collect()
+    };
+    assert_eq!(tail_of(&seen_on_a), tail_of(&seen_on_b[1..]));
+
+    // The turn really stopped: no chunk is added after the cancel.
+    let before = b.result("slow", "tasks/get", json!({"id": task_id})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = a.result("slow", "tasks/get", json!({"id": task_id})).await;
+    assert_eq!(after["status"]["state"], "canceled");
+    assert_eq!(artifact_text(&before), artifact_text(&after));
+    assert!(artifact_text(&after).len() < LONG_TEXT.len(), "the turn was canceled mid-way");
+}
+
+#[tokio::test]
+async fn tasks_submitted_anywhere_complete_and_are_visible_everywhere() {
+    let redis = Arc::new(RedisServer::start());
+    let (_, servers) = deployment(&redis, 2, &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let task = servers[i % 2].send_non_blocking("done", &format!("task {i}")).await;
+        ids.push(task["id"].as_str().unwrap().to_string());
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let task = wait_for_state(&servers[(i + 1) % 2], "done", id, "completed").await;
+        assert_eq!(artifact_text(&task), format!("task {i}"));
+    }
+    // A blocking send answers with the finished task whichever instance ran it.
+    for server in &servers {
+        let task = server.send_text("done", "blocking").await;
+        assert_eq!(task["status"]["state"], "completed");
+    }
+}
+
+#[tokio::test]
+async fn a_turn_of_a_killed_instance_finishes_on_another_without_duplicate_chunks() {
+    let redis = Arc::new(RedisServer::start());
+    let prefix = format!("scale-{}", uuid());
+    // Only the first instance runs at first, so the turn is surely on it.
+    let mut doomed = Server::start_on_redis(CONFIG, &redis, &prefix, &[]).await;
+    let task = doomed.send_non_blocking("slow", LONG_TEXT).await;
+    let task_id = task["id"].as_str().unwrap().to_string();
+    let working = wait_for_state(&doomed, "slow", &task_id, "working").await;
+    let survivor = Server::start_on_redis(CONFIG, &redis, &prefix, &[]).await;
+    // A client follows on the survivor while the doomed instance runs the turn.
+    let mut followed = survivor.open_stream("slow", "tasks/resubscribe", json!({"id": task_id}), None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    doomed.kill9();
+
+    let done = wait_for_state(&survivor, "slow", &task_id, "input-required").await;
+    assert_eq!(artifact_text(&done), LONG_TEXT, "the re-run turn must not duplicate chunks");
+    assert_ne!(done["status"]["timestamp"], working["status"]["timestamp"]);
+    let events = followed.collect().await;
+    assert_increasing_ids(&events);
+    assert_eq!(result_of(events.last().unwrap())["status"]["state"], "input-required");
+    // The log replayed from the start holds each chunk once.
+    let mut replay = survivor.open_stream("slow", "tasks/resubscribe", json!({"id": task_id}), Some(0)).await;
+    let chunks: String = replay
+        .collect()
+        .await
+        .iter()
+        .filter(|e| result_of(e)["kind"] == "artifact-update")
+        .map(|e| result_of(e)["artifact"]["parts"][0]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(chunks, LONG_TEXT);
+}
+
+#[tokio::test]
+async fn a_turn_that_kills_every_instance_is_dead_lettered() {
+    let redis = Arc::new(RedisServer::start());
+    let prefix = format!("scale-{}", uuid());
+    let args = ["--max-attempts", "2"];
+    let mut first = Server::start_on_redis(CONFIG, &redis, &prefix, &args).await;
+    let task = first.send_non_blocking("slow", LONG_TEXT).await;
+    let task_id = task["id"].as_str().unwrap().to_string();
+    let attempt_1 = wait_for_state(&first, "slow", &task_id, "working").await;
+    let mut second = Server::start_on_redis(CONFIG, &redis, &prefix, &args).await;
+    first.kill9();
+    // Attempt 2 runs on the second instance; it dies too.
+    wait_for_new_attempt(&second, "slow", &task_id, &attempt_1["status"]["timestamp"]).await;
+    let third = Server::start_on_redis(CONFIG, &redis, &prefix, &args).await;
+    second.kill9();
+
+    let task = wait_for_state(&third, "slow", &task_id, "failed").await;
+    let reason = task["status"]["message"]["parts"][0]["text"].as_str().unwrap_or_default();
+    assert!(reason.contains("after 2 attempts"), "failure says why: {reason}");
+}
