@@ -77,10 +77,13 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
     shutdown.cancel();
     engine.backend().queue.close();
     let grace = options.shutdown_grace;
-    if tokio::time::timeout(grace, futures::future::join_all(workers)).await.is_err() {
-        tracing::warn!("turns still running after {grace:?}; they resume at the next start");
+    let mut workers = futures::future::join_all(workers);
+    if tokio::time::timeout(grace, &mut workers).await.is_err() {
+        tracing::warn!("turns still running after {grace:?}; stopping them (their jobs run again)");
     }
     engine.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(2), workers).await;
+    engine.backend().queue.hand_back().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(())
 }

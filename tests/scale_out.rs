@@ -168,3 +168,21 @@ async fn a_turn_that_kills_every_instance_is_dead_lettered() {
     let reason = task["status"]["message"]["parts"][0]["text"].as_str().unwrap_or_default();
     assert!(reason.contains("after 2 attempts"), "failure says why: {reason}");
 }
+
+#[tokio::test]
+async fn a_stopping_instance_hands_its_running_turn_to_another_at_once() {
+    let redis = Arc::new(RedisServer::start());
+    let prefix = format!("scale-{}", uuid());
+    // A visibility timeout far beyond the test: only the hand-back can move the job in time.
+    let args = ["--visibility-timeout", "60s", "--shutdown-grace", "0s"];
+    let mut stopping = Server::start_on_redis(CONFIG, &redis, &prefix, &args).await;
+    let task = stopping.send_non_blocking("slow", LONG_TEXT).await;
+    let task_id = task["id"].as_str().unwrap().to_string();
+    let attempt_1 = wait_for_state(&stopping, "slow", &task_id, "working").await;
+    let staying = Server::start_on_redis(CONFIG, &redis, &prefix, &args).await;
+    assert!(stopping.terminate().success());
+
+    wait_for_new_attempt(&staying, "slow", &task_id, &attempt_1["status"]["timestamp"]).await;
+    let done = wait_for_state(&staying, "slow", &task_id, "input-required").await;
+    assert_eq!(artifact_text(&done), LONG_TEXT);
+}

@@ -221,6 +221,10 @@ pub trait TaskQueue: Send + Sync + 'static {
     /// Re-queues jobs that were queued or running when the process stopped; called once at start.
     /// Jobs past `max_attempts` are dead-lettered instead. Returns (requeued, dead-lettered).
     async fn recover(&self, max_attempts: u32) -> Result<(usize, usize), StoreError>;
+    /// Hands the jobs this instance's workers still hold back to the queue, so another
+    /// instance runs them now rather than after the visibility timeout (graceful shutdown, after
+    /// the workers stopped). The embedded queue keeps them for its next start.
+    async fn hand_back(&self) {}
     /// Queue counts.
     async fn stats(&self) -> Result<QueueStats, StoreError>;
     /// Stops handing out jobs (graceful shutdown).

@@ -58,9 +58,10 @@ impl Server {
         prefix: &str,
         args: &[&str],
     ) -> Server {
-        let backend_args = ["--redis-url", &redis.url, "--redis-prefix", prefix, "--visibility-timeout", "1s"]
-            .map(str::to_string)
-            .to_vec();
+        let mut backend_args = ["--redis-url", &redis.url, "--redis-prefix", prefix].map(str::to_string).to_vec();
+        if !args.contains(&"--visibility-timeout") {
+            backend_args.extend(["--visibility-timeout".to_string(), "1s".to_string()]);
+        }
         Server::start_configured(config, ":memory:", args, backend_args, Some(redis.clone()))
     }
 

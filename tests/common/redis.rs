@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     pub url: String,
     port: u16,
-    child: Option<Child>,
+    child: std::sync::Mutex<Option<Child>>,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -21,13 +21,17 @@ impl RedisServer {
         if which("redis-server") {
             let dir = tempfile::tempdir().expect("tempdir");
             let port = free_port();
-            let mut server =
-                RedisServer { url: format!("redis://127.0.0.1:{port}"), port, child: None, dir: Some(dir) };
+            let mut server = RedisServer {
+                url: format!("redis://127.0.0.1:{port}"),
+                port,
+                child: Default::default(),
+                dir: Some(dir),
+            };
             server.spawn();
             return server;
         }
         match std::env::var("REDIS_URL") {
-            Ok(url) if !url.is_empty() => RedisServer { url, port: 0, child: None, dir: None },
+            Ok(url) if !url.is_empty() => RedisServer { url, port: 0, child: Default::default(), dir: None },
             _ => panic!(
                 "Redis tests need Redis: install the `redis-server` binary (Debian: apt-get install redis-server) \
                  or set REDIS_URL=redis://host:port to a server the tests may write to"
@@ -40,7 +44,7 @@ impl RedisServer {
         self.dir.is_some()
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&self) {
         let dir = self.dir.as_ref().expect("a private server").path().to_path_buf();
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
@@ -51,7 +55,7 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
-        self.child = Some(child);
+        *self.child.lock().unwrap() = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.ping() {
@@ -73,15 +77,16 @@ impl RedisServer {
     }
 
     /// Stops the server cleanly (SIGTERM: the append-only file is flushed) and waits for it.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+    pub fn stop(&self) {
+        assert!(self.is_private(), "stopping Redis needs the redis-server binary on PATH (not REDIS_URL)");
+        if let Some(mut child) = self.child.lock().unwrap().take() {
             send_signal(child.id(), "TERM");
             let _ = child.wait();
         }
     }
 
     /// Starts it again on the same port and data.
-    pub fn restart(&mut self) {
+    pub fn restart(&self) {
         self.stop();
         self.spawn();
     }
@@ -89,7 +94,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -264,10 +264,15 @@ async fn dead_letter(shared: &Shared, job: Job, error: String) -> Result<Applied
     let letter = DeadLetter { job: job.clone(), error: error.clone(), failed_ms: now_ms() };
     let change = dead_letter_change(&job, &error);
     let applied = shared.apply(change, Some(&letter)).await;
-    if let Err(StoreError::TaskNotFound(_) | StoreError::TaskTerminal { .. }) = &applied {
-        // Nothing left to fail: just forget the job.
-        let entry = shared.leased_entry(&job.id).unwrap_or_default();
-        discard_entry(shared, &job.id, &entry).await?;
+    match &applied {
+        Ok(_) => {}
+        Err(StoreError::TaskNotFound(_) | StoreError::TaskTerminal { .. }) => {
+            // Nothing left to fail: just forget the job.
+            let entry = shared.leased_entry(&job.id).unwrap_or_default();
+            discard_entry(shared, &job.id, &entry).await?;
+        }
+        // Redis is unreachable: stop renewing the lease so the reaper tries again later.
+        Err(_) => shared.lease(&job.id, None),
     }
     applied
 }
@@ -288,6 +293,9 @@ impl TaskQueue for RedisBackend {
 
     async fn retry(&self, mut job: Job, error: String, delay_ms: u64) -> Result<(), StoreError> {
         let s = &self.0;
+        // Let go of the lease first: if Redis cannot take the retry now, the entry is no longer
+        // renewed and the reaper retries it once Redis is back.
+        s.lease(&job.id, None);
         job.attempt += 1;
         job.last_error = Some(error);
         let k = &s.keys;
@@ -303,12 +311,12 @@ impl TaskQueue for RedisBackend {
             .invoke_async(&mut s.conn())
             .await
             .map_err(unavailable)?;
-        s.lease(&job.id, None);
         Ok(())
     }
 
     async fn discard(&self, job: &Job) {
         let entry = self.0.leased_entry(&job.id).unwrap_or_default();
+        self.0.lease(&job.id, None);
         if let Err(e) = discard_entry(&self.0, &job.id, &entry).await {
             tracing::warn!(error = %e, job_id = job.id, "cannot discard job; the reaper will");
         }
@@ -323,6 +331,27 @@ impl TaskQueue for RedisBackend {
         // Jobs of instances that died are taken over once their visibility timeout passes; this
         // pass takes those that are already due.
         reap_once(&self.0).await
+    }
+
+    async fn hand_back(&self) {
+        let s = &self.0;
+        let held: Vec<String> = s.leases.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        for job_id in held {
+            let latest: redis::RedisResult<Option<Vec<u8>>> = s.conn().hget(s.keys.jobs(), &job_id).await;
+            let job = match latest.map_err(unavailable).and_then(|j| j.map(|j| decode::<Job>(&j)).transpose()) {
+                Ok(Some(job)) => job,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(job_id, error = %e, "cannot hand a job back; another instance takes it after the visibility timeout");
+                    continue;
+                }
+            };
+            let error = "the instance running the task shut down".to_string();
+            match self.retry(job, error, 0).await {
+                Ok(()) => tracing::info!(job_id, "handed a running job back to the queue"),
+                Err(e) => tracing::warn!(job_id, error = %e, "cannot hand a job back"),
+            }
+        }
     }
 
     async fn stats(&self) -> Result<QueueStats, StoreError> {
