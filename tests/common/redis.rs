@@ -21,7 +21,7 @@ impl RedisServer {
         if which("redis-server") {
             let dir = tempfile::tempdir().expect("tempdir");
             let port = free_port();
-            let mut server = RedisServer {
+            let server = RedisServer {
                 url: format!("redis://127.0.0.1:{port}"),
                 port,
                 child: Default::default(),
