@@ -30,12 +30,14 @@ enum Command {
 /// The Redis event bus of one instance.
 pub struct RedisBus {
     local: Arc<LocalBus>,
+    /// Marks this instance's publications, which its own followers already got directly.
+    source: String,
     keys: Keys,
     commands: mpsc::UnboundedSender<Command>,
     timeout: Duration,
 }
 
-/// An event as published by the apply script.
+/// An event as published by the apply script (`src`, the writing instance, is not needed here).
 #[derive(serde::Deserialize)]
 struct Published {
     seq: u64,
@@ -52,13 +54,15 @@ impl RedisBus {
         timeout: Duration,
     ) -> Result<Arc<RedisBus>, StoreError> {
         let local = Arc::new(LocalBus::default());
+        let source = uuid::Uuid::new_v4().simple().to_string();
         let (commands, queue) = mpsc::unbounded_channel();
         let dispatch = {
             let local = local.clone();
             let keys = keys.clone();
             let commands = commands.clone();
+            let own = format!("{{\"src\":\"{source}\"").into_bytes();
             move |info: PushInfo| -> Result<(), std::convert::Infallible> {
-                on_push(&local, &keys, &commands, info);
+                on_push(&local, &keys, &commands, &own, info);
                 Ok(())
             }
         };
@@ -80,15 +84,25 @@ impl RedisBus {
         conn.subscribe(keys.cancel_channel())
             .await
             .map_err(|e| StoreError::Unavailable(format!("Redis pub/sub: {e}")))?;
-        let bus = Arc::new(RedisBus { local: local.clone(), keys: keys.clone(), commands, timeout });
+        let bus = Arc::new(RedisBus { local: local.clone(), source, keys: keys.clone(), commands, timeout });
         tokio::spawn(run_commands(conn, queue, local, keys));
         Ok(bus)
+    }
+
+    /// This instance's mark on what it publishes.
+    pub(super) fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The in-process fan-out (for events this instance wrote).
+    pub(super) fn local(&self) -> &LocalBus {
+        &self.local
     }
 }
 
 /// Handles one push from Redis: an event for local followers, a cancellation, or the news
 /// that the connection dropped.
-fn on_push(local: &LocalBus, keys: &Keys, commands: &mpsc::UnboundedSender<Command>, info: PushInfo) {
+fn on_push(local: &LocalBus, keys: &Keys, commands: &mpsc::UnboundedSender<Command>, own: &[u8], info: PushInfo) {
     match info.kind {
         PushKind::Message => {
             let [channel, payload] = info.data.as_slice() else { return };
@@ -99,6 +113,13 @@ fn on_push(local: &LocalBus, keys: &Keys, commands: &mpsc::UnboundedSender<Comma
                 return;
             }
             let Some(task_id) = keys.channel_task(&channel) else { return };
+            if payload.starts_with(own) {
+                // Written here: local followers already have it.
+                if !local.is_followed(task_id) {
+                    let _ = commands.send(Command::Unsubscribe(task_id.to_string()));
+                }
+                return;
+            }
             let published: Published = match serde_json::from_slice(payload) {
                 Ok(p) => p,
                 Err(e) => {

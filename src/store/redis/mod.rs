@@ -19,6 +19,7 @@ mod queue;
 mod scripts;
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,7 +33,7 @@ use keys::Keys;
 
 use super::{Applied, Backend, Change, DeadLetter, LoggedEvent, StoreError, StoredTask, TaskStore};
 use crate::clock::now_ms;
-use crate::engine::state::transition;
+use crate::engine::state::{transition, Effects};
 use crate::protocol::{PushNotificationConfig, StreamEvent, TaskState};
 
 /// Settings of the Redis backend.
@@ -87,8 +88,11 @@ pub async fn open(options: &RedisOptions) -> Result<Backend, StoreError> {
         conn,
         keys,
         options: options.clone(),
+        bus: bus.clone(),
         consumer: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
         live: Mutex::new(HashMap::new()),
+        stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
+        hasher: std::collections::hash_map::RandomState::new(),
         leases: Mutex::new(HashMap::new()),
         waiting: AtomicUsize::new(0),
         wanted: tokio::sync::Notify::new(),
@@ -113,12 +117,16 @@ pub(crate) struct Shared {
     conn: ConnectionManager,
     keys: Keys,
     options: RedisOptions,
+    bus: Arc<RedisBus>,
     /// This instance's name in the consumer group.
     consumer: String,
     /// Tasks with a turn queued or running here, as last written by this instance. Saves the
     /// read before a write; a stale entry (another instance changed the task) fails the
     /// script's sequence check and is re-read.
-    live: Mutex<HashMap<String, Arc<StoredTask>>>,
+    live: Mutex<HashMap<String, LiveTask>>,
+    /// Per-task write serialization on this instance.
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    hasher: std::collections::hash_map::RandomState,
     /// Jobs held by this instance's workers: job id → queue entry id.
     leases: Mutex<HashMap<String, String>>,
     /// Workers waiting in `next`.
@@ -128,6 +136,49 @@ pub(crate) struct Shared {
     ready: (async_channel::Sender<super::Job>, async_channel::Receiver<super::Job>),
     closed: AtomicBool,
     max_attempts: AtomicU32,
+}
+
+/// A task with a turn queued or running on this instance, as this instance last changed it.
+struct LiveTask {
+    task: Arc<StoredTask>,
+    /// Sequence of the task's record in Redis (what the next write expects to find).
+    persisted_seq: u64,
+    /// Progress events of the running turn not written yet, oldest first.
+    pending: Vec<PendingEvent>,
+    flush_scheduled: bool,
+}
+
+struct PendingEvent {
+    seq: u64,
+    event: StreamEvent,
+    json: Vec<u8>,
+    /// What other instances receive: `{"src","seq","event"[,"task"]}`.
+    payload: Vec<u8>,
+}
+
+impl PendingEvent {
+    fn new(source: &str, seq: u64, event: &StreamEvent, task: &StoredTask) -> PendingEvent {
+        let json = encode(event);
+        let mut payload = format!("{{\"src\":\"{source}\",\"seq\":{seq},\"event\":").into_bytes();
+        payload.extend_from_slice(&json);
+        if event.is_final() {
+            // A final event carries the task, so a waiting message/send need not read it back.
+            payload.extend_from_slice(b",\"task\":");
+            payload.extend_from_slice(&encode(task));
+        }
+        payload.push(b'}');
+        PendingEvent { seq, event: event.clone(), json, payload }
+    }
+}
+
+/// What one write carries besides the task record and its events.
+#[derive(Default)]
+struct WriteEffects<'a> {
+    effects: Effects,
+    letter: Option<&'a DeadLetter>,
+    cancel: bool,
+    wants_push: bool,
+    processing_ms: Option<u64>,
 }
 
 impl Shared {
@@ -147,23 +198,13 @@ impl Shared {
         self.leases.lock().unwrap_or_else(|p| p.into_inner()).get(job_id).cloned()
     }
 
-    fn cached(&self, task_id: &str) -> Option<Arc<StoredTask>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).get(task_id).cloned()
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveTask>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn cache(&self, task: Option<Arc<StoredTask>>, task_id: &str) {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        match task {
-            Some(task) if task.job_id.is_some() && !task.task.status.state.is_terminal() => {
-                if live.len() >= LIVE_CACHE_LIMIT {
-                    live.clear();
-                }
-                live.insert(task_id.to_string(), task);
-            }
-            _ => {
-                live.remove(task_id);
-            }
-        }
+    /// Serializes this instance's writes to one task (held across the Redis round trip).
+    fn stripe(&self, task_id: &str) -> &tokio::sync::Mutex<()> {
+        &self.stripes[(self.hasher.hash_one(task_id) as usize) % self.stripes.len()]
     }
 
     async fn read_task(&self, task_id: &str) -> Result<Option<StoredTask>, StoreError> {
@@ -171,19 +212,35 @@ impl Shared {
         data.map(|d| decode(&d)).transpose()
     }
 
-    /// Applies a change (and, for a dead-lettered job, records the letter in the same script).
-    async fn apply(&self, change: Change, letter: Option<&DeadLetter>) -> Result<Applied, StoreError> {
+    /// The task as this instance knows it best: with progress not yet written, when a turn runs here.
+    async fn current_task(&self, task_id: &str) -> Result<Option<StoredTask>, StoreError> {
+        if let Some(live) = self.live().get(task_id).filter(|l| !l.pending.is_empty()) {
+            return Ok(Some(StoredTask::clone(&live.task)));
+        }
+        self.read_task(task_id).await
+    }
+
+    /// Applies a change (and, for a dead-lettered job, records the letter in the same write).
+    ///
+    /// Progress of a turn running here (`working` without push configs, artifact chunks) is not
+    /// written at once: it waits up to [`FLUSH_DELAY`] and goes out with the next write or on its
+    /// own, so a fast turn costs one write instead of one per event. Subscribers see each event
+    /// once it is written, in order.
+    async fn apply(self: &Arc<Self>, change: Change, letter: Option<&DeadLetter>) -> Result<Applied, StoreError> {
         let task_id = change.task_id().to_string();
+        let _serialized = self.stripe(&task_id).lock().await;
         let mut fresh = false;
         for _ in 0..MAX_CONFLICTS {
-            let current = match self.cached(&task_id) {
-                Some(task) if !fresh => Some(StoredTask::clone(&task)),
-                _ => {
+            let cached = if fresh { None } else { self.live().remove(&task_id) };
+            let (current, persisted_seq, mut pending) = match cached {
+                Some(live) => (Some(StoredTask::clone(&live.task)), Some(live.persisted_seq), live.pending),
+                None => {
                     fresh = true;
-                    self.read_task(&task_id).await?
+                    let task = self.read_task(&task_id).await?;
+                    let seq = task.as_ref().map(|t| t.seq);
+                    (task, seq, Vec::new())
                 }
             };
-            let expected = current.as_ref().map(|t| t.seq);
             let started = current.as_ref().map_or(0, |t| t.turn_started_ms);
             let mut next = current;
             let (event, effects) = match transition(&mut next, change.clone()) {
@@ -196,97 +253,203 @@ impl Shared {
                 }
             };
             let Some(stored) = next else { return Err(StoreError::TaskNotFound(task_id)) };
-            let k = &self.keys;
-            let event_json = encode(&event);
-            let task_json = encode(&stored);
-            let state = stored.task.status.state;
-            let mut payload = format!("{{\"seq\":{},\"event\":", stored.seq).into_bytes();
-            payload.extend_from_slice(&event_json);
-            if event.is_final() {
-                payload.extend_from_slice(b",\"task\":");
-                payload.extend_from_slice(&task_json);
+            let keep_live = stored.job_id.is_some() && !stored.task.status.state.is_terminal();
+            if let Some((from, to)) = effects.drop_events {
+                pending.retain(|e| e.seq <= from || e.seq > to);
             }
-            payload.push(b'}');
-            let (drop_from, drop_to) = match effects.drop_events {
-                Some((from, to)) => (from.to_string(), to.to_string()),
-                None => (String::new(), String::new()),
-            };
-            let (job_id, job_json) = match &effects.enqueue {
-                Some(job) => (job.id.clone(), encode(job)),
-                None => (String::new(), Vec::new()),
-            };
-            let ttl = self.options.task_ttl.as_millis() as u64;
-            let (push_id, push_json) = match &effects.push_config {
-                Some(c) => (c.id.clone().unwrap_or_else(|| task_id.clone()), encode(c)),
-                None => (String::new(), Vec::new()),
-            };
-            let outcome = match state {
-                TaskState::Completed if effects.terminal => "completed",
-                TaskState::Failed if effects.terminal => "failed",
-                TaskState::Canceled if effects.terminal => "canceled",
-                _ => "",
-            };
-            let processing = match (&effects.ack, started) {
-                (Some(_), started) if started > 0 && event.is_final() => now_ms().saturating_sub(started).to_string(),
-                _ => String::new(),
-            };
-            let wants_push = matches!(event, StreamEvent::Status(_) | StreamEvent::Task(_));
-            let mut invocation = scripts::APPLY.prepare_invoke();
-            invocation
-                .key(k.task(&task_id))
-                .key(k.events(&task_id))
-                .key(k.push(&task_id))
-                .key(k.queue())
-                .key(k.jobs())
-                .key(k.job_entries())
-                .key(k.delayed())
-                .key(k.expiry())
-                .key(k.dead_letters())
-                .key(k.dead_letter_index())
-                .key(k.stats())
-                .arg(expected.map(|s| s.to_string()).unwrap_or_default())
-                .arg(stored.seq)
-                .arg(&task_json)
-                .arg(&event_json)
-                .arg(drop_from)
-                .arg(drop_to)
-                .arg(&job_id)
-                .arg(&job_json)
-                .arg(effects.ack.as_deref().unwrap_or(""))
-                .arg(if effects.terminal { ttl.to_string() } else { String::new() })
-                .arg(now_ms() + ttl)
-                .arg(&task_id)
-                .arg(&push_id)
-                .arg(&push_json)
-                .arg(letter.map(encode).unwrap_or_default())
-                .arg(if wants_push { "1" } else { "" })
-                .arg(k.channel(&task_id))
-                .arg(&payload)
-                .arg(if matches!(change, Change::Cancel { .. }) { k.cancel_channel() } else { String::new() })
-                .arg(outcome)
-                .arg(processing)
-                .arg(k.group());
-            let reply: Vec<Vec<u8>> = invocation.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
-            match reply.first().map(Vec::as_slice) {
-                Some(b"ok") => {}
-                Some(b"exists") => return Err(StoreError::TaskExists(task_id)),
-                _ => {
-                    // Another instance changed the task since it was read.
-                    fresh = true;
-                    continue;
-                }
-            }
-            let push_configs = reply[1..].iter().map(|c| decode(c)).collect::<Result<Vec<_>, _>>()?;
+            pending.push(PendingEvent::new(self.bus.source(), stored.seq, &event, &stored));
+            let progress = match &change {
+                Change::Artifact { .. } => true,
+                Change::StartTurn { .. } => !stored.has_push && effects.drop_events.is_none(),
+                _ => false,
+            } && keep_live
+                && letter.is_none();
             let stored = Arc::new(stored);
-            self.cache(Some(stored.clone()), &task_id);
-            if let Some(job_id) = &effects.ack {
-                self.lease(job_id, None);
+            if progress {
+                let seq = stored.seq;
+                self.keep_live(&task_id, stored.clone(), persisted_seq.unwrap_or(0), pending);
+                return Ok(Applied { seq, event, task: stored, push_configs: Vec::new() });
             }
-            return Ok(Applied { seq: stored.seq, event, task: stored, push_configs });
+            let write = WriteEffects {
+                processing_ms: (effects.ack.is_some() && started > 0 && event.is_final())
+                    .then(|| now_ms().saturating_sub(started)),
+                wants_push: matches!(event, StreamEvent::Status(_) | StreamEvent::Task(_)),
+                cancel: matches!(change, Change::Cancel { .. }),
+                letter,
+                effects,
+            };
+            match self.write(&task_id, persisted_seq, &stored, &pending, &write).await {
+                Ok(Written::Done(push_configs)) => {
+                    if keep_live {
+                        self.keep_live(&task_id, stored.clone(), stored.seq, Vec::new());
+                    }
+                    if let Some(job_id) = &write.effects.ack {
+                        self.lease(job_id, None);
+                    }
+                    return Ok(Applied { seq: stored.seq, event, task: stored, push_configs });
+                }
+                Ok(Written::Exists) => return Err(StoreError::TaskExists(task_id)),
+                // Another instance changed the task since it was read: what was pending here
+                // described a state that no longer exists.
+                Ok(Written::Conflict) => fresh = true,
+                // The turn fails and its retry re-creates the progress that was pending.
+                Err(e) => return Err(e),
+            }
         }
         Err(StoreError::Unavailable(format!("task {task_id} kept changing under concurrent writers")))
     }
+
+    /// Caches a task whose turn runs here, and schedules a flush of its pending progress.
+    fn keep_live(
+        self: &Arc<Self>,
+        task_id: &str,
+        task: Arc<StoredTask>,
+        persisted_seq: u64,
+        pending: Vec<PendingEvent>,
+    ) {
+        let mut live = self.live();
+        if live.len() >= LIVE_CACHE_LIMIT {
+            // Entries with unwritten progress are worth keeping; a retry re-creates them anyway.
+            live.retain(|_, l| !l.pending.is_empty());
+        }
+        let flush_scheduled = live.get(task_id).is_some_and(|l| l.flush_scheduled);
+        let needs_flush = !pending.is_empty() && !flush_scheduled;
+        live.insert(
+            task_id.to_string(),
+            LiveTask { task, persisted_seq, pending, flush_scheduled: flush_scheduled || needs_flush },
+        );
+        drop(live);
+        if needs_flush {
+            let shared = self.clone();
+            let task_id = task_id.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep(FLUSH_DELAY).await;
+                shared.flush(&task_id).await;
+            });
+        }
+    }
+
+    /// Writes the pending progress of a task.
+    async fn flush(self: &Arc<Self>, task_id: &str) {
+        let _serialized = self.stripe(task_id).lock().await;
+        let Some(live) = self.live().remove(task_id) else { return };
+        if live.pending.is_empty() {
+            self.live().insert(task_id.to_string(), LiveTask { flush_scheduled: false, ..live });
+            return;
+        }
+        let written =
+            self.write(task_id, Some(live.persisted_seq), &live.task, &live.pending, &WriteEffects::default()).await;
+        match written {
+            Ok(Written::Done(_)) => {
+                let seq = live.task.seq;
+                self.live().insert(
+                    task_id.to_string(),
+                    LiveTask { task: live.task, persisted_seq: seq, pending: Vec::new(), flush_scheduled: false },
+                );
+            }
+            // Changed elsewhere (canceled, taken over): the progress is moot.
+            Ok(Written::Exists | Written::Conflict) => {}
+            Err(e) => {
+                // The turn's next write carries the progress, or the turn fails and is retried.
+                tracing::debug!(task_id, error = %e, "cannot write turn progress yet");
+                self.live().insert(task_id.to_string(), LiveTask { flush_scheduled: false, ..live });
+            }
+        }
+    }
+
+    /// One APPLY script call.
+    async fn write(
+        &self,
+        task_id: &str,
+        expected: Option<u64>,
+        stored: &Arc<StoredTask>,
+        events: &[PendingEvent],
+        write: &WriteEffects<'_>,
+    ) -> Result<Written, StoreError> {
+        let k = &self.keys;
+        let effects = &write.effects;
+        let (drop_from, drop_to) = match effects.drop_events {
+            Some((from, to)) => (from.to_string(), to.to_string()),
+            None => (String::new(), String::new()),
+        };
+        let (job_id, job_json) = match &effects.enqueue {
+            Some(job) => (job.id.clone(), encode(job)),
+            None => (String::new(), Vec::new()),
+        };
+        let ttl = self.options.task_ttl.as_millis() as u64;
+        let (push_id, push_json) = match &effects.push_config {
+            Some(c) => (c.id.clone().unwrap_or_else(|| task_id.to_string()), encode(c)),
+            None => (String::new(), Vec::new()),
+        };
+        let outcome = match stored.task.status.state {
+            TaskState::Completed if effects.terminal => "completed",
+            TaskState::Failed if effects.terminal => "failed",
+            TaskState::Canceled if effects.terminal => "canceled",
+            _ => "",
+        };
+        let mut invocation = scripts::APPLY.prepare_invoke();
+        invocation
+            .key(k.task(task_id))
+            .key(k.events(task_id))
+            .key(k.push(task_id))
+            .key(k.queue())
+            .key(k.jobs())
+            .key(k.job_entries())
+            .key(k.delayed())
+            .key(k.expiry())
+            .key(k.dead_letters())
+            .key(k.dead_letter_index())
+            .key(k.stats())
+            .arg(expected.map(|s| s.to_string()).unwrap_or_default())
+            .arg(stored.seq)
+            .arg(encode(&**stored))
+            .arg(drop_from)
+            .arg(drop_to)
+            .arg(&job_id)
+            .arg(&job_json)
+            .arg(effects.ack.as_deref().unwrap_or(""))
+            .arg(if effects.terminal { ttl.to_string() } else { String::new() })
+            .arg(now_ms() + ttl)
+            .arg(task_id)
+            .arg(&push_id)
+            .arg(&push_json)
+            .arg(write.letter.map(encode).unwrap_or_default())
+            .arg(if write.wants_push { "1" } else { "" })
+            .arg(k.channel(task_id))
+            .arg(if write.cancel { k.cancel_channel() } else { String::new() })
+            .arg(outcome)
+            .arg(write.processing_ms.map(|ms| ms.to_string()).unwrap_or_default())
+            .arg(k.group());
+        for event in events {
+            invocation.arg(event.seq).arg(&event.json).arg(&event.payload);
+        }
+        let reply: Vec<Vec<u8>> = invocation.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
+        match reply.first().map(Vec::as_slice) {
+            Some(b"ok") => {
+                // Followers here hear it directly; other instances through pub/sub.
+                for event in events {
+                    self.bus.local().publish(task_id, event.seq, &event.event, stored);
+                }
+                Ok(Written::Done(reply[1..].iter().map(|c| decode(c)).collect::<Result<Vec<_>, _>>()?))
+            }
+            Some(b"exists") => Ok(Written::Exists),
+            _ => Ok(Written::Conflict),
+        }
+    }
 }
+
+/// The outcome of one write.
+enum Written {
+    /// Written; the task's push configs when they were asked for.
+    Done(Vec<PushNotificationConfig>),
+    /// A create found the task already there.
+    Exists,
+    /// The task changed since it was read.
+    Conflict,
+}
+
+/// How long a running turn's progress may wait to be written with the turn's next event.
+const FLUSH_DELAY: Duration = Duration::from_millis(2);
 
 /// Entries of the per-instance live-task cache before it is reset.
 const LIVE_CACHE_LIMIT: usize = 100_000;
@@ -316,20 +479,23 @@ impl TaskStore for RedisBackend {
     }
 
     async fn get_task(&self, task_id: &str) -> Result<Option<StoredTask>, StoreError> {
-        self.0.read_task(task_id).await
+        self.0.current_task(task_id).await
     }
 
     async fn events_after(&self, task_id: &str, after: u64) -> Result<Vec<LoggedEvent>, StoreError> {
         if after == u64::MAX {
             return Ok(Vec::new());
         }
+        // Serialized with this instance's writes, so a flush cannot move events between the
+        // log read and the pending read.
+        let _serialized = self.0.stripe(task_id).lock().await;
         let reply: redis::streams::StreamRangeReply = self
             .0
             .conn()
             .xrange(self.0.keys.events(task_id), format!("{}-0", after + 1), "+")
             .await
             .map_err(unavailable)?;
-        reply
+        let mut events = reply
             .ids
             .iter()
             .map(|entry| {
@@ -337,7 +503,15 @@ impl TaskStore for RedisBackend {
                 let bytes: Vec<u8> = entry.get("e").unwrap_or_default();
                 Ok(LoggedEvent { seq, event: decode(&bytes)?, snapshot: None })
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // Progress of a turn running here that is not written yet.
+        let last = events.last().map_or(after, |e| e.seq);
+        if let Some(live) = self.0.live().get(task_id) {
+            for pending in live.pending.iter().filter(|p| p.seq > last) {
+                events.push(LoggedEvent { seq: pending.seq, event: pending.event.clone(), snapshot: None });
+            }
+        }
+        Ok(events)
     }
 
     async fn set_push_config(&self, task_id: &str, config: PushNotificationConfig) -> Result<(), StoreError> {

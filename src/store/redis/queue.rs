@@ -156,7 +156,7 @@ async fn reap(shared: Arc<Shared>) {
 }
 
 /// One reaper pass; returns (requeued here, dead-lettered).
-pub(super) async fn reap_once(shared: &Shared) -> Result<(usize, usize), StoreError> {
+pub(super) async fn reap_once(shared: &Arc<Shared>) -> Result<(usize, usize), StoreError> {
     let (mut requeued, mut dead) = (0, 0);
     let mut cursor = "0-0".to_string();
     let idle = shared.options.visibility_timeout.as_millis() as usize;
@@ -260,7 +260,7 @@ async fn move_due_retries(shared: Arc<Shared>) {
     }
 }
 
-async fn dead_letter(shared: &Shared, job: Job, error: String) -> Result<Applied, StoreError> {
+async fn dead_letter(shared: &Arc<Shared>, job: Job, error: String) -> Result<Applied, StoreError> {
     let letter = DeadLetter { job: job.clone(), error: error.clone(), failed_ms: now_ms() };
     let change = dead_letter_change(&job, &error);
     let applied = shared.apply(change, Some(&letter)).await;

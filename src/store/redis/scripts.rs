@@ -4,18 +4,20 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// One task change with its event, queue effects and publication. The change was computed in
-/// Rust from the task at `seq` = ARGV[1]; the script applies it only if the task is still there
-/// (optimistic concurrency across instances), else answers `conflict` and the caller re-reads.
+/// One write to a task: its new record, the events it logs (one change's, or a run of a turn's
+/// progress events flushed together), queue effects and publication. The changes were computed
+/// in Rust from the task at sequence ARGV[1]; the script applies them only if the task is still
+/// there (optimistic concurrency across instances), else answers `conflict` and the caller
+/// re-reads.
 ///
 /// KEYS: 1 task, 2 events, 3 push, 4 queue, 5 jobs, 6 job entries, 7 delayed, 8 expiry,
 ///       9 dead letters, 10 dead-letter index, 11 stats
-/// ARGV: 1 expected seq ("" = must not exist), 2 new seq, 3 task JSON, 4 event JSON,
-///       5/6 drop events in (from, to] ("" = none), 7/8 enqueue job id/JSON ("" = none),
-///       9 ack job id, 10 TTL ms when the task became terminal, 11 expire-at ms, 12 task id,
-///       13/14 push config id/JSON, 15 dead letter JSON, 16 "1" = return the push configs,
-///       17 channel, 18 payload, 19 cancel channel ("" unless a cancel), 20 outcome counter,
-///       21 processing ms, 22 consumer group
+/// ARGV: 1 expected seq ("" = must not exist), 2 new seq, 3 task JSON, 4/5 drop events in
+///       (from, to] ("" = none), 6/7 enqueue job id/JSON ("" = none), 8 ack job id, 9 TTL ms when
+///       the task became terminal, 10 expire-at ms, 11 task id, 12/13 push config id/JSON,
+///       14 dead letter JSON, 15 "1" = return the push configs, 16 event channel, 17 cancel
+///       channel ("" unless a cancel), 18 outcome counter, 19 processing ms, 20 consumer group,
+///       21... one (seq, event JSON, published payload) triple per event, in order
 pub static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -26,48 +28,52 @@ elseif seq ~= ARGV[1] then
   return {'conflict'}
 end
 redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'data', ARGV[3])
-if ARGV[6] ~= '' then
+if ARGV[5] ~= '' then
   local ids = {}
-  for s = tonumber(ARGV[5]) + 1, tonumber(ARGV[6]) do ids[#ids + 1] = s .. '-0' end
+  for s = tonumber(ARGV[4]) + 1, tonumber(ARGV[5]) do ids[#ids + 1] = s .. '-0' end
   if #ids > 0 then redis.call('XDEL', KEYS[2], unpack(ids)) end
 end
-redis.call('XADD', KEYS[2], ARGV[2] .. '-0', 'e', ARGV[4])
-if ARGV[14] ~= '' then redis.call('HSET', KEYS[3], ARGV[13], ARGV[14]) end
-if ARGV[7] ~= '' then
-  local entry = redis.call('XADD', KEYS[4], '*', 'job', ARGV[8])
-  redis.call('HSET', KEYS[5], ARGV[7], ARGV[8])
-  redis.call('HSET', KEYS[6], ARGV[7], entry)
+for i = 21, #ARGV, 3 do
+  redis.call('XADD', KEYS[2], ARGV[i] .. '-0', 'e', ARGV[i + 1])
 end
-if ARGV[9] ~= '' then
-  local entry = redis.call('HGET', KEYS[6], ARGV[9])
+if ARGV[13] ~= '' then redis.call('HSET', KEYS[3], ARGV[12], ARGV[13]) end
+if ARGV[6] ~= '' then
+  local entry = redis.call('XADD', KEYS[4], '*', 'job', ARGV[7])
+  redis.call('HSET', KEYS[5], ARGV[6], ARGV[7])
+  redis.call('HSET', KEYS[6], ARGV[6], entry)
+end
+if ARGV[8] ~= '' then
+  local entry = redis.call('HGET', KEYS[6], ARGV[8])
   if entry then
     -- A delivered entry leaves the stream; one not yet delivered stays for a worker to discard.
-    if redis.call('XACK', KEYS[4], ARGV[22], entry) == 1 then redis.call('XDEL', KEYS[4], entry) end
-    redis.call('HDEL', KEYS[6], ARGV[9])
+    if redis.call('XACK', KEYS[4], ARGV[20], entry) == 1 then redis.call('XDEL', KEYS[4], entry) end
+    redis.call('HDEL', KEYS[6], ARGV[8])
   end
-  redis.call('HDEL', KEYS[5], ARGV[9])
-  redis.call('ZREM', KEYS[7], ARGV[9])
+  redis.call('HDEL', KEYS[5], ARGV[8])
+  redis.call('ZREM', KEYS[7], ARGV[8])
 end
-if ARGV[10] ~= '' then
-  local ttl = tonumber(ARGV[10])
+if ARGV[9] ~= '' then
+  local ttl = tonumber(ARGV[9])
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PEXPIRE', KEYS[3], ttl)
-  redis.call('ZADD', KEYS[8], ARGV[11], ARGV[12])
+  redis.call('ZADD', KEYS[8], ARGV[10], ARGV[11])
 end
-if ARGV[15] ~= '' then
-  local entry = redis.call('XADD', KEYS[9], '*', 'id', ARGV[9], 'letter', ARGV[15])
-  redis.call('HSET', KEYS[10], ARGV[9], entry)
+if ARGV[14] ~= '' then
+  local entry = redis.call('XADD', KEYS[9], '*', 'id', ARGV[8], 'letter', ARGV[14])
+  redis.call('HSET', KEYS[10], ARGV[8], entry)
 end
-if ARGV[20] ~= '' then redis.call('HINCRBY', KEYS[11], ARGV[20], 1) end
-if ARGV[21] ~= '' then
+if ARGV[18] ~= '' then redis.call('HINCRBY', KEYS[11], ARGV[18], 1) end
+if ARGV[19] ~= '' then
   redis.call('HINCRBY', KEYS[11], 'processed', 1)
-  redis.call('HINCRBY', KEYS[11], 'processing_ms', ARGV[21])
+  redis.call('HINCRBY', KEYS[11], 'processing_ms', ARGV[19])
 end
-redis.call('PUBLISH', ARGV[17], ARGV[18])
-if ARGV[19] ~= '' then redis.call('PUBLISH', ARGV[19], ARGV[12]) end
+for i = 21, #ARGV, 3 do
+  redis.call('PUBLISH', ARGV[16], ARGV[i + 2])
+end
+if ARGV[17] ~= '' then redis.call('PUBLISH', ARGV[17], ARGV[11]) end
 local out = {'ok'}
-if ARGV[16] == '1' then
+if ARGV[15] == '1' then
   for _, v in ipairs(redis.call('HVALS', KEYS[3])) do out[#out + 1] = v end
 end
 return out
