@@ -9,8 +9,18 @@ pub fn now_ms() -> u64 {
 
 /// The current UTC time as RFC 3339 with millisecond precision (`2026-11-26T06:36:39.123Z`).
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
+    format_rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// A time in milliseconds since the Unix epoch as RFC 3339 (UTC, millisecond precision).
+pub fn ms_to_rfc3339(ms: u64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format_rfc3339(at)
+}
+
+fn format_rfc3339(at: time::OffsetDateTime) -> String {
     let format =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    now.format(&format).unwrap_or_default()
+    at.format(&format).unwrap_or_default()
 }

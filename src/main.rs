@@ -83,6 +83,10 @@ struct ServeArgs {
     /// With Redis: a job whose worker has been silent this long is taken over by another instance.
     #[arg(long, env = "SWITCHYARD_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     visibility_timeout: Duration,
+    /// Serve the admin queue endpoints (/admin/queue/*) without authentication. For trusted
+    /// networks only, until the admin secret protects /admin/*.
+    #[arg(long, env = "SWITCHYARD_INSECURE_ADMIN")]
+    insecure_admin: bool,
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -148,6 +152,7 @@ fn run(args: ServeArgs) -> ExitCode {
             public_url: args.public_url,
             max_body_bytes: args.max_body_bytes,
             cors_origins: args.cors_origins,
+            insecure_admin: args.insecure_admin,
         },
         shutdown_grace: args.shutdown_grace,
     };

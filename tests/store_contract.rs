@@ -33,7 +33,7 @@ fn job(id: &str, task_id: &str) -> Job {
         attempt: 1,
         artifacts_base: 0,
         base_seq: 0,
-        enqueued_ms: 0,
+        enqueued_ms: switchyard::clock::now_ms(),
         last_error: None,
     }
 }
@@ -225,6 +225,57 @@ async fn subscribers_see_events_after_they_are_readable(b: Backend) {
     assert!(b.store.get_task("t1").await.unwrap().is_some());
 }
 
+async fn stats_count_outcomes_and_waiting_jobs(b: Backend) {
+    b.store.apply(create("t1", "j1")).await.unwrap();
+    let job = next_job(&b).await;
+    b.store.apply(Change::StartTurn { job }).await.unwrap();
+    let running = b.queue.stats().await.unwrap();
+    assert_eq!((running.pending, running.running), (0, 1), "{running:?}");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    b.store.apply(finish("t1", "j1", TaskState::Completed)).await.unwrap();
+    b.store.apply(create("t2", "j2")).await.unwrap();
+    b.store.apply(Change::Cancel { task_id: "t2".into() }).await.unwrap();
+    // Nobody takes t3's job: it waits.
+    b.store.apply(create("t3", "j3")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let stats = b.queue.stats().await.unwrap();
+    assert_eq!((stats.completed, stats.failed, stats.canceled, stats.dead_letter), (1, 0, 1, 0), "{stats:?}");
+    assert_eq!((stats.pending, stats.running), (1, 0), "{stats:?}");
+    assert!(stats.avg_processing_ms >= 20, "{stats:?}");
+    assert!(stats.oldest_pending_age_ms >= 25, "{stats:?}");
+}
+
+async fn dead_letters_are_listed_and_requeued(b: Backend) {
+    b.store.apply(create("t1", "j1")).await.unwrap();
+    let job = next_job(&b).await;
+    b.store.apply(Change::StartTurn { job: job.clone() }).await.unwrap();
+    b.store.apply(chunk("t1", "partial", false)).await.unwrap();
+    b.queue.dead_letter(job, "boom".into()).await.unwrap();
+    let (letters, total) = b.queue.dead_letters(50).await.unwrap();
+    assert_eq!(total, 1);
+    assert_eq!((letters[0].job.id.as_str(), letters[0].job.task_id.as_str()), ("j1", "t1"));
+    assert_eq!(letters[0].error, "boom");
+
+    assert!(!b.queue.requeue_dead_letter("missing").await.unwrap());
+    assert!(b.queue.requeue_dead_letter("j1").await.unwrap());
+    let task = b.store.get_task("t1").await.unwrap().unwrap();
+    assert_eq!(task.task.status.state, TaskState::Submitted);
+    assert!(task.task.artifacts.as_ref().is_none_or(|a| a.is_empty()), "the failed run's output is gone");
+    assert_eq!(b.queue.dead_letters(50).await.unwrap().1, 0);
+    assert!(!b.queue.requeue_dead_letter("j1").await.unwrap(), "a dead letter is requeued once");
+
+    // The task runs again with a fresh set of attempts, and no longer expires as a failed task.
+    let job = next_job(&b).await;
+    assert_eq!((job.task_id.as_str(), job.attempt), ("t1", 1));
+    assert_ne!(job.id, "j1");
+    let far_future = switchyard::clock::now_ms() + 10 * 86_400_000;
+    assert_eq!(b.store.sweep_expired(far_future).await.unwrap(), 0);
+    b.store.apply(Change::StartTurn { job: job.clone() }).await.unwrap();
+    b.store.apply(finish("t1", &job.id, TaskState::Completed)).await.unwrap();
+    let stats = b.queue.stats().await.unwrap();
+    assert_eq!((stats.completed, stats.failed, stats.dead_letter), (1, 1, 0), "{stats:?}");
+}
+
 macro_rules! contract_tests {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -239,7 +290,9 @@ macro_rules! contract_tests {
                 retry_drops_the_failed_attempts_output,
                 dead_letter_fails_the_task,
                 expired_terminal_tasks_are_swept,
-                subscribers_see_events_after_they_are_readable
+                subscribers_see_events_after_they_are_readable,
+                stats_count_outcomes_and_waiting_jobs,
+                dead_letters_are_listed_and_requeued
             );
         }
     };

@@ -23,6 +23,10 @@ pub struct Effects {
     pub terminal: bool,
     /// Push config to store before the task's configs are read.
     pub push_config: Option<PushNotificationConfig>,
+    /// A terminal task became live again (requeued): cancel its expiry.
+    pub revived: bool,
+    /// Dead letter to remove (its task was requeued).
+    pub undead: Option<String>,
 }
 
 /// Applies `change` to `current` in place (None when the task does not exist yet) and returns
@@ -115,6 +119,27 @@ pub fn transition(current: &mut Option<StoredTask>, change: Change) -> Result<(S
                 last_chunk: Some(last_chunk),
                 metadata: None,
             })
+        }
+        Change::Requeue { task_id, mut job, dead_letter } => {
+            let stored = current.as_mut().ok_or_else(|| StoreError::TaskNotFound(task_id.clone()))?;
+            let state = stored.task.status.state;
+            if state != TaskState::Failed {
+                return Err(StoreError::Conflict(format!(
+                    "Task {task_id} is {} and only a failed task can be requeued",
+                    state.as_str()
+                )));
+            }
+            // The new run starts from the output the failed turn started from.
+            if let Some(artifacts) = stored.task.artifacts.as_mut() {
+                artifacts.truncate(job.artifacts_base);
+            }
+            stored.task.status = TaskStatus::now(TaskState::Submitted, None);
+            job.base_seq = stored.seq + 1;
+            stored.job_id = Some(job.id.clone());
+            effects.enqueue = Some(job);
+            effects.revived = true;
+            effects.undead = Some(dead_letter);
+            StreamEvent::Task(stored.task.clone())
         }
         Change::Cancel { task_id } => {
             let stored = live(current, &task_id)?;

@@ -2,6 +2,7 @@
 //! (request ids, body limit, CORS, tracing). Handlers parse and delegate; no business logic.
 
 pub mod a2a;
+pub mod admin;
 pub mod cards;
 pub mod system;
 
@@ -24,6 +25,8 @@ pub struct HttpOptions {
     pub max_body_bytes: usize,
     /// Origins allowed by CORS (`*` for any).
     pub cors_origins: Vec<String>,
+    /// Serve the admin queue endpoints without authentication (until the admin secret exists).
+    pub insecure_admin: bool,
 }
 
 /// State shared by all handlers.
@@ -50,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(system::router())
         .merge(cards::router())
         .merge(a2a::router(state.options.max_body_bytes))
+        .merge(if state.options.insecure_admin { admin::router() } else { Router::new() })
         .fallback(|| async { HttpError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             HttpError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint".into())

@@ -104,6 +104,9 @@ pub enum Change {
     Artifact { task_id: String, artifact: Artifact, append: bool, last_chunk: bool },
     /// Cancel a live task: state `canceled`, its job (if any) leaves the queue.
     Cancel { task_id: String },
+    /// An admin gives a dead-lettered task another run: the failed task goes back to
+    /// `submitted` with a fresh `job`, and the dead letter `dead_letter` is removed.
+    Requeue { task_id: String, job: Job, dead_letter: String },
 }
 
 impl Change {
@@ -114,7 +117,8 @@ impl Change {
             Change::Continue { task_id, .. }
             | Change::Status { task_id, .. }
             | Change::Artifact { task_id, .. }
-            | Change::Cancel { task_id } => task_id,
+            | Change::Cancel { task_id }
+            | Change::Requeue { task_id, .. } => task_id,
             Change::StartTurn { job } => &job.task_id,
         }
     }
@@ -123,7 +127,7 @@ impl Change {
     /// intermediate progress (working, chunks) is re-produced by a retry if lost.
     pub fn needs_sync(&self) -> bool {
         match self {
-            Change::Create { .. } | Change::Continue { .. } | Change::Cancel { .. } => true,
+            Change::Create { .. } | Change::Continue { .. } | Change::Cancel { .. } | Change::Requeue { .. } => true,
             Change::Status { is_final, status, .. } => *is_final || status.state.is_terminal(),
             Change::StartTurn { .. } | Change::Artifact { .. } => false,
         }
@@ -172,9 +176,59 @@ pub trait TaskStore: Send + Sync + 'static {
 /// Counts for `/admin/queue/stats`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct QueueStats {
+    /// Jobs waiting for a worker (including retries waiting for their delay).
     pub pending: u64,
+    /// Jobs a worker holds.
     pub running: u64,
+    /// Tasks that ended `completed` / `failed` / `canceled` (kept across restarts).
+    pub completed: u64,
+    pub failed: u64,
+    pub canceled: u64,
     pub dead_letter: u64,
+    /// Age of the job waiting longest (0 when none waits).
+    pub oldest_pending_age_ms: u64,
+    /// Mean time from a turn's start to its end, over all finished turns.
+    pub avg_processing_ms: u64,
+}
+
+/// Outcome counters of finished turns, kept by each backend.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Outcomes {
+    pub completed: u64,
+    pub failed: u64,
+    pub canceled: u64,
+    /// Finished turns and their total processing time.
+    pub processed: u64,
+    pub processing_ms: u64,
+}
+
+impl Outcomes {
+    /// Counts a change that ended a task (`terminal`) or a turn (`processing_ms`).
+    pub fn count(&mut self, state: crate::protocol::TaskState, terminal: bool, processing_ms: Option<u64>) {
+        use crate::protocol::TaskState::*;
+        match state {
+            Completed if terminal => self.completed += 1,
+            Failed if terminal => self.failed += 1,
+            Canceled if terminal => self.canceled += 1,
+            _ => {}
+        }
+        if let Some(ms) = processing_ms {
+            self.processed += 1;
+            self.processing_ms += ms;
+        }
+    }
+
+    pub fn add(&mut self, other: &Outcomes) {
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.canceled += other.canceled;
+        self.processed += other.processed;
+        self.processing_ms += other.processing_ms;
+    }
+
+    pub fn avg_processing_ms(&self) -> u64 {
+        self.processing_ms.checked_div(self.processed).unwrap_or(0)
+    }
 }
 
 /// A dead-lettered job.
@@ -183,6 +237,24 @@ pub struct DeadLetter {
     pub job: Job,
     pub error: String,
     pub failed_ms: u64,
+}
+
+/// The change that gives a dead-lettered task another run, with a fresh set of attempts.
+pub fn requeue_change(letter: &DeadLetter) -> Change {
+    Change::Requeue {
+        task_id: letter.job.task_id.clone(),
+        job: Job {
+            id: uuid::Uuid::now_v7().to_string(),
+            task_id: letter.job.task_id.clone(),
+            agent: letter.job.agent.clone(),
+            attempt: 1,
+            artifacts_base: letter.job.artifacts_base,
+            base_seq: 0,
+            enqueued_ms: crate::clock::now_ms(),
+            last_error: None,
+        },
+        dead_letter: letter.job.id.clone(),
+    }
 }
 
 /// The change that fails a task whose job exhausted its attempts.
@@ -227,6 +299,10 @@ pub trait TaskQueue: Send + Sync + 'static {
     async fn hand_back(&self) {}
     /// Queue counts.
     async fn stats(&self) -> Result<QueueStats, StoreError>;
+    /// The newest dead letters (at most `limit`) and how many there are in all.
+    async fn dead_letters(&self, limit: usize) -> Result<(Vec<DeadLetter>, u64), StoreError>;
+    /// Gives a dead-lettered job's task another run; false when there is no such dead letter.
+    async fn requeue_dead_letter(&self, id: &str) -> Result<bool, StoreError>;
     /// Stops handing out jobs (graceful shutdown).
     fn close(&self);
 }

@@ -32,7 +32,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::bus::LocalBus;
 use super::{
-    Applied, Backend, Change, DeadLetter, Job, LoggedEvent, QueueStats, StoreError, StoredTask, TaskQueue, TaskStore,
+    Applied, Backend, Change, DeadLetter, Job, LoggedEvent, Outcomes, QueueStats, StoreError, StoredTask, TaskQueue,
+    TaskStore,
 };
 use crate::clock::now_ms;
 use crate::engine::state::transition;
@@ -100,17 +101,20 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         push: keyspace("push_configs")?,
         jobs: keyspace("jobs")?,
         dead: keyspace("dead_letters")?,
+        meta: keyspace("meta")?,
         expiry: keyspace("expiry")?,
     };
     if let (FsyncPolicy::Interval(every), false) = (options.fsync, temporary) {
         spawn_journal_syncer(path.clone(), every)?;
     }
+    let outcomes = load_outcomes(&tables.meta)?;
     let (ready_tx, ready_rx) = async_channel::unbounded();
     let bus = Arc::new(LocalBus::default());
     let store = Arc::new(EmbeddedStore {
         db,
         t: tables,
         stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
+        outcomes,
         hasher: std::collections::hash_map::RandomState::new(),
         bus: bus.clone(),
         ready_tx,
@@ -125,6 +129,16 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
     });
     let handle = Arc::new(EmbeddedHandle(store));
     Ok(Backend { store: handle.clone(), queue: handle, bus })
+}
+
+/// The outcome counters of every stripe.
+fn load_outcomes(meta: &Keyspace) -> Result<Vec<Mutex<Outcomes>>, StoreError> {
+    (0..LOCK_STRIPES)
+        .map(|stripe| match meta.get(format!("outcomes/{stripe}")).map_err(unavailable)? {
+            Some(bytes) => Ok(Mutex::new(decode(&bytes)?)),
+            None => Ok(Mutex::new(Outcomes::default())),
+        })
+        .collect()
 }
 
 /// Fsyncs fjall's journal files every `every` through handles of its own. `Database::persist`
@@ -177,6 +191,8 @@ struct Tables {
     dead: Keyspace,
     /// expiry ms, task id → empty
     expiry: Keyspace,
+    /// `outcomes/{stripe}` → Outcomes JSON (counters of finished tasks, per lock stripe)
+    meta: Keyspace,
 }
 
 /// The embedded store and queue (one object: a task and its job are written together).
@@ -187,6 +203,9 @@ pub struct EmbeddedStore {
     /// running. A cached task is the truth: its intermediate changes (working, chunks) are only
     /// logged as events, and its record is written at the points a client is told about.
     stripes: Vec<Mutex<HashMap<String, LiveTask>>>,
+    /// Outcome counters per stripe, changed under the stripe's lock and written in the same
+    /// batch as the change they count, so they are exact across crashes.
+    outcomes: Vec<Mutex<Outcomes>>,
     hasher: std::collections::hash_map::RandomState,
     bus: Arc<LocalBus>,
     ready_tx: async_channel::Sender<Job>,
@@ -202,8 +221,12 @@ pub struct EmbeddedStore {
 
 impl EmbeddedStore {
     /// Serializes changes to one task; the guard holds the stripe's live-task cache.
+    fn stripe_of(&self, task_id: &str) -> usize {
+        (self.hasher.hash_one(task_id) as usize) % LOCK_STRIPES
+    }
+
     fn lock(&self, task_id: &str) -> std::sync::MutexGuard<'_, HashMap<String, LiveTask>> {
-        let stripe = &self.stripes[(self.hasher.hash_one(task_id) as usize) % LOCK_STRIPES];
+        let stripe = &self.stripes[self.stripe_of(task_id)];
         stripe.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -264,6 +287,7 @@ impl EmbeddedStore {
         let LiveTask { task: cached, mut pending } = self.current_task(&mut live, &task_id)?;
         // The cache's Arc is usually the only one left by now: take the task without a copy.
         let mut current = cached.map(|t| Arc::try_unwrap(t).unwrap_or_else(|t| StoredTask::clone(&t)));
+        let started = current.as_ref().map_or(0, |t| t.turn_started_ms);
         if let (Change::StartTurn { job }, Some(task)) = (&change, current.as_mut()) {
             if job.attempt > 1 {
                 // The failed attempt may have logged events its record never saw.
@@ -323,6 +347,17 @@ impl EmbeddedStore {
             if let Some(config) = &effects.push_config {
                 let id = config.id.as_deref().unwrap_or(task_id.as_str());
                 batch.insert(&t.push, keys::pair(&task_id, id), encode(config));
+            }
+            if let Some(id) = &effects.undead {
+                batch.remove(&t.dead, id.as_str());
+            }
+            let processing_ms =
+                (effects.ack.is_some() && started > 0 && event.is_final()).then(|| now_ms().saturating_sub(started));
+            if effects.terminal || processing_ms.is_some() {
+                let stripe = self.stripe_of(&task_id);
+                let mut outcomes = self.outcomes[stripe].lock().unwrap_or_else(|p| p.into_inner());
+                outcomes.count(stored.task.status.state, effects.terminal, processing_ms);
+                batch.insert(&t.meta, format!("outcomes/{stripe}"), encode(&*outcomes));
             }
             extra(&mut batch, t);
             batch.commit().map_err(unavailable)?;
@@ -535,11 +570,18 @@ impl TaskStore for EmbeddedHandle {
             let key = item.key().map_err(unavailable)?;
             expired.push(key.to_vec());
         }
+        let mut swept = 0;
         for key in &expired {
             let task_id = keys::expiry_task(key);
             let _guard = s.lock(&task_id);
             let mut batch = s.batch(false);
             batch.remove(&s.t.expiry, key.clone());
+            if s.read_task(&task_id)?.is_some_and(|t| !t.task.status.state.is_terminal()) {
+                // Requeued since it ended: it lives on.
+                batch.commit().map_err(unavailable)?;
+                continue;
+            }
+            swept += 1;
             batch.remove(&s.t.tasks, task_id.as_str());
             for item in s.t.events.prefix(keys::prefix(&task_id)) {
                 batch.remove(&s.t.events, item.key().map_err(unavailable)?);
@@ -549,7 +591,7 @@ impl TaskStore for EmbeddedHandle {
             }
             batch.commit().map_err(unavailable)?;
         }
-        Ok(expired.len())
+        Ok(swept)
     }
 
     async fn flushed(&self) -> Result<(), StoreError> {
@@ -641,10 +683,51 @@ impl TaskQueue for EmbeddedHandle {
 
     async fn stats(&self) -> Result<QueueStats, StoreError> {
         let s = &self.0;
-        let jobs = s.t.jobs.len().map_err(unavailable)? as u64;
-        let dead = s.t.dead.len().map_err(unavailable)? as u64;
-        let running = s.leased.lock().unwrap_or_else(|p| p.into_inner()).len() as u64;
-        Ok(QueueStats { pending: jobs.saturating_sub(running), running, dead_letter: dead })
+        let leased = s.leased.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (mut jobs, mut oldest) = (0u64, None::<u64>);
+        for item in s.t.jobs.iter() {
+            let (_, value) = item.into_inner().map_err(unavailable)?;
+            let job: Job = decode(&value)?;
+            jobs += 1;
+            if !leased.contains(&job.id) {
+                oldest = Some(oldest.map_or(job.enqueued_ms, |o| o.min(job.enqueued_ms)));
+            }
+        }
+        let mut outcomes = Outcomes::default();
+        for stripe in &s.outcomes {
+            outcomes.add(&stripe.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        let running = leased.len() as u64;
+        Ok(QueueStats {
+            pending: jobs.saturating_sub(running),
+            running,
+            completed: outcomes.completed,
+            failed: outcomes.failed,
+            canceled: outcomes.canceled,
+            dead_letter: s.t.dead.len().map_err(unavailable)? as u64,
+            oldest_pending_age_ms: oldest.map_or(0, |o| now_ms().saturating_sub(o)),
+            avg_processing_ms: outcomes.avg_processing_ms(),
+        })
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<(Vec<DeadLetter>, u64), StoreError> {
+        let mut letters = Vec::new();
+        for item in self.0.t.dead.iter() {
+            let (_, value) = item.into_inner().map_err(unavailable)?;
+            letters.push(decode::<DeadLetter>(&value)?);
+        }
+        let total = letters.len() as u64;
+        letters.sort_by(|a, b| b.failed_ms.cmp(&a.failed_ms));
+        letters.truncate(limit);
+        Ok((letters, total))
+    }
+
+    async fn requeue_dead_letter(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(bytes) = self.0.t.dead.get(id).map_err(unavailable)? else { return Ok(false) };
+        let letter: DeadLetter = decode(&bytes)?;
+        let change = super::requeue_change(&letter);
+        self.0.durably(true, move |s| s.apply_now(change, |_, _| {})).await?;
+        Ok(true)
     }
 
     fn close(&self) {

@@ -419,7 +419,9 @@ impl Shared {
             .arg(if write.cancel { k.cancel_channel() } else { String::new() })
             .arg(outcome)
             .arg(write.processing_ms.map(|ms| ms.to_string()).unwrap_or_default())
-            .arg(k.group());
+            .arg(k.group())
+            .arg(if effects.revived { "1" } else { "" })
+            .arg(effects.undead.as_deref().unwrap_or(""));
         for event in events {
             invocation.arg(event.seq).arg(&event.json).arg(&event.payload);
         }

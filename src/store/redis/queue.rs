@@ -3,6 +3,7 @@
 //! (resets the idle time of entries this instance's workers hold), the reaper (XAUTOCLAIM of
 //! entries idle past the visibility timeout: their worker died) and the retry mover.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use redis::AsyncCommands;
 
 use super::{decode, encode, scripts, unavailable, RedisBackend, Shared};
 use crate::clock::now_ms;
-use crate::store::{dead_letter_change, Applied, DeadLetter, Job, QueueStats, StoreError, TaskQueue};
+use crate::store::{dead_letter_change, Applied, DeadLetter, Job, Outcomes, QueueStats, StoreError, TaskQueue};
 
 /// Creates the consumer group (and the stream) unless it exists.
 pub(super) async fn create_group(shared: &Shared) -> Result<(), StoreError> {
@@ -356,22 +357,63 @@ impl TaskQueue for RedisBackend {
 
     async fn stats(&self) -> Result<QueueStats, StoreError> {
         let k = &self.0.keys;
-        let (jobs, pending, dead): (u64, redis::Value, u64) = redis::pipe()
-            .hlen(k.jobs())
-            .cmd("XPENDING")
-            .arg(k.queue())
+        let (jobs, running, dead, oldest, counters): (u64, u64, u64, String, HashMap<String, u64>) = scripts::STATS
+            .key(k.queue())
+            .key(k.jobs())
+            .key(k.dead_letters())
+            .key(k.stats())
             .arg(k.group())
+            .invoke_async(&mut self.0.conn())
+            .await
+            .map_err(unavailable)?;
+        let counter = |name: &str| counters.get(name).copied().unwrap_or(0);
+        let outcomes = Outcomes {
+            completed: counter("completed"),
+            failed: counter("failed"),
+            canceled: counter("canceled"),
+            processed: counter("processed"),
+            processing_ms: counter("processing_ms"),
+        };
+        // An entry id starts with the time it was queued.
+        let oldest_ms = oldest.split('-').next().and_then(|ms| ms.parse::<u64>().ok());
+        Ok(QueueStats {
+            pending: jobs.saturating_sub(running),
+            running,
+            completed: outcomes.completed,
+            failed: outcomes.failed,
+            canceled: outcomes.canceled,
+            dead_letter: dead,
+            oldest_pending_age_ms: oldest_ms.map_or(0, |ms| now_ms().saturating_sub(ms)),
+            avg_processing_ms: outcomes.avg_processing_ms(),
+        })
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<(Vec<DeadLetter>, u64), StoreError> {
+        let k = &self.0.keys;
+        let (entries, total): (redis::streams::StreamRangeReply, u64) = redis::pipe()
+            .xrevrange_count(k.dead_letters(), "+", "-", limit)
             .xlen(k.dead_letters())
             .query_async(&mut self.0.conn())
             .await
             .map_err(unavailable)?;
-        let running = match pending {
-            redis::Value::Array(items) => {
-                items.first().and_then(|v| redis::from_redis_value_ref::<u64>(v).ok()).unwrap_or(0)
-            }
-            _ => 0,
-        };
-        Ok(QueueStats { pending: jobs.saturating_sub(running), running, dead_letter: dead })
+        let letters = entries
+            .ids
+            .iter()
+            .map(|entry| decode(&entry.get::<Vec<u8>>("letter").unwrap_or_default()))
+            .collect::<Result<Vec<DeadLetter>, _>>()?;
+        Ok((letters, total))
+    }
+
+    async fn requeue_dead_letter(&self, id: &str) -> Result<bool, StoreError> {
+        let k = &self.0.keys;
+        let entry: Option<String> = self.0.conn().hget(k.dead_letter_index(), id).await.map_err(unavailable)?;
+        let Some(entry) = entry else { return Ok(false) };
+        let found: redis::streams::StreamRangeReply =
+            self.0.conn().xrange(k.dead_letters(), &entry, &entry).await.map_err(unavailable)?;
+        let Some(bytes) = found.ids.first().and_then(|e| e.get::<Vec<u8>>("letter")) else { return Ok(false) };
+        let letter: DeadLetter = decode(&bytes)?;
+        self.0.apply(crate::store::requeue_change(&letter), None).await?;
+        Ok(true)
     }
 
     fn close(&self) {

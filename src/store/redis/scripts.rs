@@ -17,7 +17,8 @@ use redis::Script;
 ///       the task became terminal, 10 expire-at ms, 11 task id, 12/13 push config id/JSON,
 ///       14 dead letter JSON, 15 "1" = return the push configs, 16 event channel, 17 cancel
 ///       channel ("" unless a cancel), 18 outcome counter, 19 processing ms, 20 consumer group,
-///       21... one (seq, event JSON, published payload) triple per event, in order
+///       21 "1" = the task is live again (requeued), 22 dead letter to remove,
+///       23... one (seq, event JSON, published payload) triple per event, in order
 pub static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -33,7 +34,7 @@ if ARGV[5] ~= '' then
   for s = tonumber(ARGV[4]) + 1, tonumber(ARGV[5]) do ids[#ids + 1] = s .. '-0' end
   if #ids > 0 then redis.call('XDEL', KEYS[2], unpack(ids)) end
 end
-for i = 21, #ARGV, 3 do
+for i = 23, #ARGV, 3 do
   redis.call('XADD', KEYS[2], ARGV[i] .. '-0', 'e', ARGV[i + 1])
 end
 if ARGV[13] ~= '' then redis.call('HSET', KEYS[3], ARGV[12], ARGV[13]) end
@@ -68,7 +69,18 @@ if ARGV[19] ~= '' then
   redis.call('HINCRBY', KEYS[11], 'processed', 1)
   redis.call('HINCRBY', KEYS[11], 'processing_ms', ARGV[19])
 end
-for i = 21, #ARGV, 3 do
+if ARGV[21] == '1' then
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+  redis.call('PERSIST', KEYS[3])
+  redis.call('ZREM', KEYS[8], ARGV[11])
+end
+if ARGV[22] ~= '' then
+  local entry = redis.call('HGET', KEYS[10], ARGV[22])
+  if entry then redis.call('XDEL', KEYS[9], entry) end
+  redis.call('HDEL', KEYS[10], ARGV[22])
+end
+for i = 23, #ARGV, 3 do
   redis.call('PUBLISH', ARGV[16], ARGV[i + 2])
 end
 if ARGV[17] ~= '' then redis.call('PUBLISH', ARGV[17], ARGV[11]) end
@@ -190,6 +202,29 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
 end
 return #ids
+"#,
+    )
+});
+
+/// Queue statistics in one round trip. KEYS: 1 queue, 2 jobs, 3 dead letters, 4 stats.
+/// ARGV: 1 consumer group. Returns {jobs, running, dead letters, oldest waiting entry id or "",
+/// stats hash as a flat list}.
+pub static STATS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local running, last = 0, '0-0'
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local fields = {}
+  for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
+  if fields['name'] == ARGV[1] then
+    running = fields['pending']
+    last = fields['last-delivered-id']
+  end
+end
+local oldest = ''
+local waiting = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1)
+if #waiting > 0 then oldest = waiting[1][1] end
+return {redis.call('HLEN', KEYS[2]), running, redis.call('XLEN', KEYS[3]), oldest, redis.call('HGETALL', KEYS[4])}
 "#,
     )
 });
