@@ -717,7 +717,7 @@ impl TaskQueue for EmbeddedHandle {
             letters.push(decode::<DeadLetter>(&value)?);
         }
         let total = letters.len() as u64;
-        letters.sort_by(|a, b| b.failed_ms.cmp(&a.failed_ms));
+        letters.sort_by_key(|l| std::cmp::Reverse(l.failed_ms));
         letters.truncate(limit);
         Ok((letters, total))
     }
