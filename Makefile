@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/switchyard
 
-.PHONY: run build test unit test-redis conformance bench lint fmt
+.PHONY: run build test unit test-redis conformance conformance-redis bench lint fmt
 
 ## Run the server with ./config.yaml and the embedded store in ./data.
 run:
@@ -14,7 +14,7 @@ build:
 
 ## Every test: Rust unit and integration tests (the HTTP suites once per backend), then the
 ## official-SDK conformance suite. Redis tests start their own redis-server (or use REDIS_URL).
-test: build unit test-redis conformance
+test: build unit test-redis conformance conformance-redis
 
 unit:
 	$(CARGO) test --release --locked
@@ -26,6 +26,10 @@ test-redis:
 
 conformance: build
 	conformance/run.sh $(BIN)
+
+## The official SDK clients again, against a server on a private Redis.
+conformance-redis: build
+	CONFORMANCE_BACKEND=redis conformance/run.sh $(BIN)
 
 ## Load benchmark side by side with the official SDK servers (not part of CI).
 bench: build

@@ -9,8 +9,9 @@
 #      js/  npm ci of conformance/js/package-lock.json     (@a2a-js/sdk 0.3.14)
 #    Each is rebuilt only when its requirements / lockfile change (stamp files).
 # 2. Uses tests/agents.yaml (agents echo, slow and done; shared with the Rust tests).
-# 3. Starts `BIN serve` on 127.0.0.1 with an ephemeral port and an in-memory store, and reads
-#    the port from its "listening on http://127.0.0.1:PORT" line on stdout.
+# 3. Starts `BIN serve` on 127.0.0.1 with an ephemeral port and an in-memory store (or, with
+#    CONFORMANCE_BACKEND=redis, on a private redis-server child), and reads the port from its
+#    "listening on http://127.0.0.1:PORT" line on stdout.
 # 4. Runs conformance/python/test_client.py and conformance/js/client.mjs against it.
 # 5. Stops the server; exits 1 if either client reported a failure.
 #
@@ -63,7 +64,12 @@ flock -u 9
 # --- 2. config ---------------------------------------------------------------------------------
 TMP="$(mktemp -d -t switchyard-conformance.XXXXXX)"
 SERVER_PID=""
+REDIS_PID=""
 cleanup() {
+  if [ -n "$REDIS_PID" ]; then
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+  fi
   if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill "$SERVER_PID" 2>/dev/null || true
     # Give it 5 s to exit cleanly, then force it.
@@ -80,9 +86,23 @@ trap 'exit 130' INT TERM
 CONFIG="$ROOT/tests/agents.yaml"
 
 # --- 3. server ---------------------------------------------------------------------------------
+BACKEND_ARGS=(--data-dir :memory:)
+if [ "${CONFORMANCE_BACKEND:-embedded}" = redis ]; then
+  command -v redis-server >/dev/null || { echo "run.sh: CONFORMANCE_BACKEND=redis needs redis-server on PATH" >&2; exit 1; }
+  REDIS_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP" \
+    --daemonize no >"$TMP/redis.log" 2>&1 &
+  REDIS_PID=$!
+  for _ in $(seq 100); do
+    [ "$( (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT" && printf 'PING\r\n' >&3 && head -c 5 <&3) 2>/dev/null)" = "+PONG" ] && break
+    sleep 0.1
+  done
+  BACKEND_ARGS=(--redis-url "redis://127.0.0.1:$REDIS_PORT" --redis-prefix conformance)
+  echo "run.sh: backend redis on port $REDIS_PORT"
+fi
 OUT="$TMP/server.stdout"
 ERR="$TMP/server.stderr"
-"$BIN" serve --config "$CONFIG" --host 127.0.0.1 --port 0 --data-dir :memory: >"$OUT" 2>"$ERR" &
+"$BIN" serve --config "$CONFIG" --host 127.0.0.1 --port 0 "${BACKEND_ARGS[@]}" >"$OUT" 2>"$ERR" &
 SERVER_PID=$!
 
 show_server_output() {
