@@ -15,6 +15,9 @@ use super::{Engine, EngineError};
 use crate::protocol::StreamEvent;
 use crate::store::{LoggedEvent, StoredTask};
 
+/// How long a follower waits on a silent feed before it checks the task's log.
+const RESYNC_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The events of one follow: `initial` in order, then (unless `live` is false) live events with
 /// a sequence above the last one sent, until a final event.
 pub fn follow(
@@ -39,7 +42,13 @@ pub fn follow(
             return;
         }
         loop {
-            let missed_from = match live_events.recv().await {
+            // A silent feed is checked against the log now and then: a write this instance was
+            // not subscribed to (another instance took the turn over) must not leave it waiting.
+            let received = match tokio::time::timeout(RESYNC_AFTER, live_events.recv()).await {
+                Ok(received) => received,
+                Err(_) => Err(RecvError::Lagged(0)),
+            };
+            let missed_from = match received {
                 Ok(event) if event.seq <= last => continue,
                 Ok(event) if event.seq == last + 1 => {
                     last = event.seq;

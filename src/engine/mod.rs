@@ -71,11 +71,13 @@ struct Inner {
     shutdown: CancellationToken,
 }
 
-/// A submitted message: the task it created or continued, and a subscription opened before the
-/// write so no event of the turn can be missed.
+/// A submitted message: the task it created or continued and, when asked for, the turn's
+/// events: `missed` (logged before the subscription reached other instances) followed by
+/// `events`, a subscription opened before the write.
 pub struct Submitted {
     pub applied: Applied,
-    pub events: broadcast::Receiver<Arc<LoggedEvent>>,
+    pub events: Option<broadcast::Receiver<Arc<LoggedEvent>>>,
+    pub missed: Vec<LoggedEvent>,
 }
 
 impl Engine {
@@ -151,6 +153,7 @@ impl Engine {
         mut message: Message,
         push_config: Option<PushNotificationConfig>,
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
+        follow: bool,
     ) -> Result<Submitted, EngineError> {
         let job_id = uuid::Uuid::now_v7().to_string();
         let change = match message.task_id.clone() {
@@ -195,10 +198,18 @@ impl Engine {
             }
         };
         let task_id = change.task_id().to_string();
-        let events = self.inner.backend.bus.subscribe(&task_id).await?;
+        let bus = &self.inner.backend.bus;
+        // Subscribed here before the write, so no event written here can be missed; when the
+        // turn runs elsewhere, the subscription is extended and what was logged meanwhile read.
+        let events = follow.then(|| bus.subscribe_here(&task_id));
         let applied = self.inner.backend.store.apply(change).await?;
         self.notify(&applied);
-        Ok(Submitted { applied, events })
+        let mut missed = Vec::new();
+        if follow && !applied.turn_here {
+            bus.extend_to_remote(&task_id).await?;
+            missed = self.inner.backend.store.events_after(&task_id, applied.seq).await?;
+        }
+        Ok(Submitted { applied, events, missed })
     }
 
     /// The stored task, or `TaskNotFound`.

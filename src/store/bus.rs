@@ -88,6 +88,13 @@ impl LocalBus {
         self.channels().get(task_id).is_some_and(|s| s.receiver_count() > 0)
     }
 
+    /// Closes one task's channel: its followers see the end of their receiver, subscribe again
+    /// and read what they missed from the log (used when another instance wrote to a task whose
+    /// turn runs here, such as a cancel).
+    pub fn close(&self, task_id: &str) {
+        self.channels().remove(task_id);
+    }
+
     /// Closes every channel: followers see the end of their receiver and re-read the log (used
     /// when a remote feed was interrupted and events may have been missed).
     pub fn close_all(&self) {
@@ -102,8 +109,12 @@ impl LocalBus {
 
 #[async_trait]
 impl EventBus for LocalBus {
-    async fn subscribe(&self, task_id: &str) -> Result<broadcast::Receiver<Arc<LoggedEvent>>, StoreError> {
-        Ok(self.subscribe_local(task_id).0)
+    fn subscribe_here(&self, task_id: &str) -> broadcast::Receiver<Arc<LoggedEvent>> {
+        self.subscribe_local(task_id).0
+    }
+
+    async fn extend_to_remote(&self, _task_id: &str) -> Result<(), StoreError> {
+        Ok(())
     }
 
     fn subscriptions(&self) -> usize {

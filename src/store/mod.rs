@@ -143,6 +143,10 @@ pub struct Applied {
     pub task: Arc<StoredTask>,
     /// Push configs of the task (read in the same transaction), for status notifications.
     pub push_configs: Vec<PushNotificationConfig>,
+    /// The turn this change queued was taken by a worker of this instance (always so on a
+    /// single-process backend), so its events reach followers here without a remote
+    /// subscription.
+    pub turn_here: bool,
 }
 
 /// Durable task state and per-task event logs.
@@ -313,7 +317,16 @@ pub trait EventBus: Send + Sync + 'static {
     /// Follows the events of one task from now on: once this returns, every event applied
     /// afterwards (on any instance) reaches the receiver, or the receiver lags or closes and the
     /// follower reads the log.
-    async fn subscribe(&self, task_id: &str) -> Result<broadcast::Receiver<Arc<LoggedEvent>>, StoreError>;
+    async fn subscribe(&self, task_id: &str) -> Result<broadcast::Receiver<Arc<LoggedEvent>>, StoreError> {
+        let receiver = self.subscribe_here(task_id);
+        self.extend_to_remote(task_id).await?;
+        Ok(receiver)
+    }
+    /// Follows the events of one task written by this instance only.
+    fn subscribe_here(&self, task_id: &str) -> broadcast::Receiver<Arc<LoggedEvent>>;
+    /// Extends this instance's subscriptions to a task to events written by other instances
+    /// (a no-op on a single-process backend).
+    async fn extend_to_remote(&self, task_id: &str) -> Result<(), StoreError>;
     /// Number of open subscriptions (for metrics).
     fn subscriptions(&self) -> usize;
     /// Ids of tasks canceled on any instance, so the instance running the turn stops it.

@@ -53,14 +53,13 @@ pub fn parse(params: Option<Value>) -> Result<SendParams, RpcError> {
 /// Handles `message/send`.
 pub async fn handle(ctx: &RpcContext, params: Option<Value>) -> Outcome {
     let p = parse(params)?;
-    let submitted = ctx.engine.submit(&ctx.agent, p.message, p.push_config, p.metadata).await?;
+    let submitted = ctx.engine.submit(&ctx.agent, p.message, p.push_config, p.metadata, p.blocking).await?;
     let task_id = submitted.applied.task.task.id.clone();
-    if !p.blocking {
+    let Some(live) = submitted.events.filter(|_| p.blocking) else {
         return raw(&submitted.applied.task.task.with_history_length(p.history_length));
-    }
+    };
     // Following handles lags, gaps and interrupted feeds by reading the task's log.
-    let mut events =
-        follow(ctx.engine.clone(), task_id.clone(), submitted.events, Vec::new(), submitted.applied.seq, true);
+    let mut events = follow(ctx.engine.clone(), task_id.clone(), live, submitted.missed, submitted.applied.seq, true);
     while let Some(event) = events.next().await {
         let event = event?;
         if event.event.is_final() {

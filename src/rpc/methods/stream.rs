@@ -4,16 +4,18 @@
 use serde_json::Value;
 
 use crate::engine::follow::follow;
+use crate::rpc::error::{RpcError, INTERNAL_ERROR};
 use crate::rpc::{RpcContext, Streamed};
 use crate::store::LoggedEvent;
 
 /// Handles `message/stream`.
 pub async fn handle(ctx: &RpcContext, params: Option<Value>) -> Streamed {
     let p = super::send::parse(params)?;
-    let submitted = ctx.engine.submit(&ctx.agent, p.message, p.push_config, p.metadata).await?;
+    let submitted = ctx.engine.submit(&ctx.agent, p.message, p.push_config, p.metadata, true).await?;
     let applied = submitted.applied;
-    let first = LoggedEvent { seq: applied.seq, event: applied.event, snapshot: None };
-    let events =
-        follow(ctx.engine.clone(), applied.task.task.id.clone(), submitted.events, vec![first], applied.seq, true);
+    let mut initial = vec![LoggedEvent { seq: applied.seq, event: applied.event, snapshot: None }];
+    initial.extend(submitted.missed);
+    let Some(live) = submitted.events else { return Err(RpcError::new(INTERNAL_ERROR, "no event subscription")) };
+    let events = follow(ctx.engine.clone(), applied.task.task.id.clone(), live, initial, applied.seq, true);
     Ok(super::stream_items(events))
 }

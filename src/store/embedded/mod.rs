@@ -382,7 +382,7 @@ impl EmbeddedStore {
         if let Some(job) = effects.enqueue {
             let _ = self.ready_tx.try_send(job);
         }
-        Ok(Applied { seq, event, task: stored, push_configs })
+        Ok(Applied { seq, event, task: stored, push_configs, turn_here: true })
     }
 
     fn read_push_configs(&self, task_id: &str) -> Result<Vec<PushNotificationConfig>, StoreError> {

@@ -109,7 +109,11 @@ fn on_push(local: &LocalBus, keys: &Keys, commands: &mpsc::UnboundedSender<Comma
             let (Some(channel), Some(payload)) = (bytes(channel), bytes(payload)) else { return };
             let channel = String::from_utf8_lossy(channel);
             if channel == keys.cancel_channel() {
-                local.announce_cancel(&String::from_utf8_lossy(payload));
+                let task_id = String::from_utf8_lossy(payload);
+                local.announce_cancel(&task_id);
+                // Followers here may follow only this instance's writes (the turn ran here):
+                // make them read the cancel from the log.
+                local.close(&task_id);
                 return;
             }
             let Some(task_id) = keys.channel_task(&channel) else { return };
@@ -191,14 +195,17 @@ async fn run_commands(
 
 #[async_trait]
 impl EventBus for RedisBus {
-    async fn subscribe(&self, task_id: &str) -> Result<broadcast::Receiver<Arc<LoggedEvent>>, StoreError> {
-        let (receiver, _) = self.local.subscribe_local(task_id);
+    fn subscribe_here(&self, task_id: &str) -> broadcast::Receiver<Arc<LoggedEvent>> {
+        self.local.subscribe_local(task_id).0
+    }
+
+    async fn extend_to_remote(&self, task_id: &str) -> Result<(), StoreError> {
         let (reply, confirmed) = oneshot::channel();
         self.commands
             .send(Command::Subscribe(self.keys.channel(task_id), reply))
             .map_err(|_| StoreError::Unavailable("Redis pub/sub is shut down".into()))?;
         match tokio::time::timeout(self.timeout * 2, confirmed).await {
-            Ok(Ok(Ok(()))) => Ok(receiver),
+            Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(StoreError::Unavailable(format!("Redis: cannot subscribe: {e}"))),
             _ => Err(StoreError::Unavailable("Redis: subscribing timed out".into())),
         }

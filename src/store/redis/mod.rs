@@ -31,7 +31,7 @@ use redis::AsyncCommands;
 pub use bus::RedisBus;
 use keys::Keys;
 
-use super::{Applied, Backend, Change, DeadLetter, LoggedEvent, StoreError, StoredTask, TaskStore};
+use super::{Applied, Backend, Change, DeadLetter, Job, LoggedEvent, StoreError, StoredTask, TaskStore};
 use crate::clock::now_ms;
 use crate::engine::state::{transition, Effects};
 use crate::protocol::{PushNotificationConfig, StreamEvent, TaskState};
@@ -175,6 +175,8 @@ impl PendingEvent {
 #[derive(Default)]
 struct WriteEffects<'a> {
     effects: Effects,
+    /// Claim the next queue entry for an idle worker of this instance.
+    claim: bool,
     letter: Option<&'a DeadLetter>,
     cancel: bool,
     wants_push: bool,
@@ -192,6 +194,21 @@ impl Shared {
             Some(entry) => leases.insert(job_id.to_string(), entry),
             None => leases.remove(job_id),
         };
+    }
+
+    /// A worker here waits for a job that nothing has been read for yet.
+    fn has_idle_worker(&self) -> bool {
+        self.waiting.load(std::sync::atomic::Ordering::Acquire) > self.ready.1.len()
+    }
+
+    /// Gives a claimed entry to this instance's workers; true when it is the job `queued`.
+    fn hand_to_worker(&self, (entry, job): (String, Job), queued: Option<&str>) -> bool {
+        let mine = queued == Some(job.id.as_str());
+        self.lease(&job.id, Some(entry));
+        // Unbounded: never fails while the queue is open; a closed queue leaves the entry to
+        // the reaper of another instance.
+        let handed = self.ready.0.try_send(job).is_ok();
+        mine && handed
     }
 
     fn leased_entry(&self, job_id: &str) -> Option<String> {
@@ -268,9 +285,11 @@ impl Shared {
             if progress {
                 let seq = stored.seq;
                 self.keep_live(&task_id, stored.clone(), persisted_seq.unwrap_or(0), pending);
-                return Ok(Applied { seq, event, task: stored, push_configs: Vec::new() });
+                return Ok(Applied { seq, event, task: stored, push_configs: Vec::new(), turn_here: false });
             }
+            let claim = effects.enqueue.is_some() && self.has_idle_worker();
             let write = WriteEffects {
+                claim,
                 processing_ms: (effects.ack.is_some() && started > 0 && event.is_final())
                     .then(|| now_ms().saturating_sub(started)),
                 wants_push: matches!(event, StreamEvent::Status(_) | StreamEvent::Task(_)),
@@ -279,14 +298,16 @@ impl Shared {
                 effects,
             };
             match self.write(&task_id, persisted_seq, &stored, &pending, &write).await {
-                Ok(Written::Done(push_configs)) => {
+                Ok(Written::Done { push_configs, claimed }) => {
                     if keep_live {
                         self.keep_live(&task_id, stored.clone(), stored.seq, Vec::new());
                     }
                     if let Some(job_id) = &write.effects.ack {
                         self.lease(job_id, None);
                     }
-                    return Ok(Applied { seq: stored.seq, event, task: stored, push_configs });
+                    let queued = write.effects.enqueue.as_ref().map(|j| j.id.as_str());
+                    let turn_here = claimed.is_some_and(|job| self.hand_to_worker(job, queued));
+                    return Ok(Applied { seq: stored.seq, event, task: stored, push_configs, turn_here });
                 }
                 Ok(Written::Exists) => return Err(StoreError::TaskExists(task_id)),
                 // Another instance changed the task since it was read: what was pending here
@@ -340,7 +361,7 @@ impl Shared {
         let written =
             self.write(task_id, Some(live.persisted_seq), &live.task, &live.pending, &WriteEffects::default()).await;
         match written {
-            Ok(Written::Done(_)) => {
+            Ok(Written::Done { .. }) => {
                 let seq = live.task.seq;
                 self.live().insert(
                     task_id.to_string(),
@@ -421,18 +442,25 @@ impl Shared {
             .arg(write.processing_ms.map(|ms| ms.to_string()).unwrap_or_default())
             .arg(k.group())
             .arg(if effects.revived { "1" } else { "" })
-            .arg(effects.undead.as_deref().unwrap_or(""));
+            .arg(effects.undead.as_deref().unwrap_or(""))
+            .arg(if write.claim { "1" } else { "" })
+            .arg(&self.consumer);
         for event in events {
             invocation.arg(event.seq).arg(&event.json).arg(&event.payload);
         }
         let reply: Vec<Vec<u8>> = invocation.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
         match reply.first().map(Vec::as_slice) {
-            Some(b"ok") => {
+            Some(b"ok") if reply.len() >= 3 => {
                 // Followers here hear it directly; other instances through pub/sub.
                 for event in events {
                     self.bus.local().publish(task_id, event.seq, &event.event, stored);
                 }
-                Ok(Written::Done(reply[1..].iter().map(|c| decode(c)).collect::<Result<Vec<_>, _>>()?))
+                let claimed = match (String::from_utf8_lossy(&reply[1]).into_owned(), &reply[2]) {
+                    (entry, job) if !entry.is_empty() => Some((entry, decode::<Job>(job)?)),
+                    _ => None,
+                };
+                let push_configs = reply[3..].iter().map(|c| decode(c)).collect::<Result<Vec<_>, _>>()?;
+                Ok(Written::Done { push_configs, claimed })
             }
             Some(b"exists") => Ok(Written::Exists),
             _ => Ok(Written::Conflict),
@@ -442,8 +470,9 @@ impl Shared {
 
 /// The outcome of one write.
 enum Written {
-    /// Written; the task's push configs when they were asked for.
-    Done(Vec<PushNotificationConfig>),
+    /// Written; the task's push configs when they were asked for, and the queue entry claimed
+    /// for an idle worker here.
+    Done { push_configs: Vec<PushNotificationConfig>, claimed: Option<(String, Job)> },
     /// A create found the task already there.
     Exists,
     /// The task changed since it was read.

@@ -17,8 +17,10 @@ use redis::Script;
 ///       the task became terminal, 10 expire-at ms, 11 task id, 12/13 push config id/JSON,
 ///       14 dead letter JSON, 15 "1" = return the push configs, 16 event channel, 17 cancel
 ///       channel ("" unless a cancel), 18 outcome counter, 19 processing ms, 20 consumer group,
-///       21 "1" = the task is live again (requeued), 22 dead letter to remove,
-///       23... one (seq, event JSON, published payload) triple per event, in order
+///       21 "1" = the task is live again (requeued), 22 dead letter to remove, 23 "1" = this
+///       instance has an idle worker: claim the next queue entry for it, 24 this instance's
+///       consumer name, 25... one (seq, event JSON, published payload) triple per event
+/// Returns {"ok", claimed entry id or "", claimed job JSON or "", push configs...}.
 pub static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -34,7 +36,7 @@ if ARGV[5] ~= '' then
   for s = tonumber(ARGV[4]) + 1, tonumber(ARGV[5]) do ids[#ids + 1] = s .. '-0' end
   if #ids > 0 then redis.call('XDEL', KEYS[2], unpack(ids)) end
 end
-for i = 23, #ARGV, 3 do
+for i = 25, #ARGV, 3 do
   redis.call('XADD', KEYS[2], ARGV[i] .. '-0', 'e', ARGV[i + 1])
 end
 if ARGV[13] ~= '' then redis.call('HSET', KEYS[3], ARGV[12], ARGV[13]) end
@@ -80,11 +82,22 @@ if ARGV[22] ~= '' then
   if entry then redis.call('XDEL', KEYS[9], entry) end
   redis.call('HDEL', KEYS[10], ARGV[22])
 end
-for i = 23, #ARGV, 3 do
+for i = 25, #ARGV, 3 do
   redis.call('PUBLISH', ARGV[16], ARGV[i + 2])
 end
 if ARGV[17] ~= '' then redis.call('PUBLISH', ARGV[17], ARGV[11]) end
-local out = {'ok'}
+local out = {'ok', '', ''}
+if ARGV[23] == '1' then
+  -- The next waiting entry (usually the one just queued) goes to this instance's idle worker.
+  local read = redis.call('XREADGROUP', 'GROUP', ARGV[20], ARGV[24], 'COUNT', 1, 'STREAMS', KEYS[4], '>')
+  if read and read[1] and read[1][2][1] then
+    local entry = read[1][2][1]
+    out[2] = entry[1]
+    for f = 1, #entry[2], 2 do
+      if entry[2][f] == 'job' then out[3] = entry[2][f + 1] end
+    end
+  end
+end
 if ARGV[15] == '1' then
   for _, v in ipairs(redis.call('HVALS', KEYS[3])) do out[#out + 1] = v end
 end
