@@ -9,21 +9,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-/// Agent whose turns take a while (30 words × 50 ms).
-const LONG_TEXT: &str = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen \
-                         sixteen seventeen eighteen nineteen twenty twentyone twentytwo twentythree twentyfour \
-                         twentyfive twentysix twentyseven twentyeight twentynine thirty";
-
-fn artifact_text(task: &serde_json::Value) -> String {
-    task["artifacts"]
-        .as_array()
-        .map(|a| a.iter().flat_map(|a| a["parts"].as_array().cloned().unwrap_or_default()))
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["text"].as_str().map(str::to_string))
-        .collect()
-}
-
 #[tokio::test]
 async fn acknowledged_tasks_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,15 +51,7 @@ async fn turn_interrupted_by_kill_9_is_rerun_without_duplicate_chunks() {
     let task = wait_for_state(&server, "slow", &task_id, "input-required").await;
     assert_eq!(artifact_text(&task), LONG_TEXT);
     // The log replayed from the start holds each chunk once.
-    let mut replay = server.open_stream("slow", "tasks/resubscribe", json!({"id": task_id}), Some(0)).await;
-    let chunks: String = replay
-        .collect()
-        .await
-        .iter()
-        .filter(|e| result_of(e)["kind"] == "artifact-update")
-        .map(|e| result_of(e)["artifact"]["parts"][0]["text"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(chunks, LONG_TEXT);
+    assert_eq!(replayed_chunks(&server, "slow", &task_id).await, LONG_TEXT);
 }
 
 #[tokio::test]

@@ -8,12 +8,7 @@ use std::time::Duration;
 
 use common::redis::RedisServer;
 use common::*;
-use serde_json::{json, Value};
-
-/// 30 words: a `slow` turn takes about 1.5 s.
-const LONG_TEXT: &str = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen \
-                         sixteen seventeen eighteen nineteen twenty twentyone twentytwo twentythree twentyfour \
-                         twentyfive twentysix twentyseven twentyeight twentynine thirty";
+use serde_json::json;
 
 async fn deployment(redis: &Arc<RedisServer>, instances: usize, args: &[&str]) -> (String, Vec<Server>) {
     let prefix = format!("scale-{}", uuid());
@@ -22,16 +17,6 @@ async fn deployment(redis: &Arc<RedisServer>, instances: usize, args: &[&str]) -
         servers.push(Server::start_on_redis(CONFIG, redis, &prefix, args).await);
     }
     (prefix, servers)
-}
-
-fn artifact_text(task: &Value) -> String {
-    task["artifacts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|a| a["parts"].as_array().cloned().unwrap_or_default())
-        .filter_map(|p| p["text"].as_str().map(str::to_string))
-        .collect()
 }
 
 /// Event ids strictly increase: nothing is seen twice or out of order.
@@ -137,15 +122,7 @@ async fn a_turn_of_a_killed_instance_finishes_on_another_without_duplicate_chunk
     assert_increasing_ids(&events);
     assert_eq!(result_of(events.last().unwrap())["status"]["state"], "input-required");
     // The log replayed from the start holds each chunk once.
-    let mut replay = survivor.open_stream("slow", "tasks/resubscribe", json!({"id": task_id}), Some(0)).await;
-    let chunks: String = replay
-        .collect()
-        .await
-        .iter()
-        .filter(|e| result_of(e)["kind"] == "artifact-update")
-        .map(|e| result_of(e)["artifact"]["parts"][0]["text"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(chunks, LONG_TEXT);
+    assert_eq!(replayed_chunks(&survivor, "slow", &task_id).await, LONG_TEXT);
 }
 
 #[tokio::test]

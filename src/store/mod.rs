@@ -195,6 +195,23 @@ pub struct QueueStats {
     pub avg_processing_ms: u64,
 }
 
+impl QueueStats {
+    /// Stats from a backend's counts: `jobs` queued or running, `running` held by workers,
+    /// `oldest_ms` when the longest-waiting job was queued.
+    pub fn from_counts(jobs: u64, running: u64, dead_letter: u64, oldest_ms: Option<u64>, outcomes: &Outcomes) -> Self {
+        QueueStats {
+            pending: jobs.saturating_sub(running),
+            running,
+            completed: outcomes.completed,
+            failed: outcomes.failed,
+            canceled: outcomes.canceled,
+            dead_letter,
+            oldest_pending_age_ms: oldest_ms.map_or(0, |ms| crate::clock::now_ms().saturating_sub(ms)),
+            avg_processing_ms: outcomes.avg_processing_ms(),
+        }
+    }
+}
+
 /// Outcome counters of finished turns, kept by each backend.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Outcomes {

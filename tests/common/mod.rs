@@ -14,6 +14,11 @@ pub mod redis;
 /// (completes), `hidden` (private). The conformance suite uses the same file.
 pub const CONFIG: &str = include_str!("../agents.yaml");
 
+/// 30 words: a turn of the `slow` agent (50 ms per chunk) takes about 1.5 s.
+pub const LONG_TEXT: &str = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen \
+                         sixteen seventeen eighteen nineteen twenty twentyone twentytwo twentythree twentyfour \
+                         twentyfive twentysix twentyseven twentyeight twentynine thirty";
+
 /// A running server process.
 pub struct Server {
     pub child: Child,
@@ -360,6 +365,29 @@ impl SseReader {
 /// The `result` of an event, panicking on an error event.
 pub fn result_of(event: &SseEvent) -> &Value {
     event.data.get("result").unwrap_or_else(|| panic!("event is not a result: {}", event.data))
+}
+
+/// The text of all of a task's artifact parts, in order.
+pub fn artifact_text(task: &Value) -> String {
+    task["artifacts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|a| a["parts"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["text"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The artifact chunks of a task's whole log, replayed from the start (`Last-Event-ID: 0`).
+pub async fn replayed_chunks(server: &Server, agent: &str, task_id: &str) -> String {
+    let mut replay = server.open_stream(agent, "tasks/resubscribe", json!({"id": task_id}), Some(0)).await;
+    replay
+        .collect()
+        .await
+        .iter()
+        .filter(|e| result_of(e)["kind"] == "artifact-update")
+        .map(|e| result_of(e)["artifact"]["parts"][0]["text"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Polls `tasks/get` until a new attempt of the task's turn is running: state `working` with a

@@ -697,17 +697,8 @@ impl TaskQueue for EmbeddedHandle {
         for stripe in &s.outcomes {
             outcomes.add(&stripe.lock().unwrap_or_else(|p| p.into_inner()));
         }
-        let running = leased.len() as u64;
-        Ok(QueueStats {
-            pending: jobs.saturating_sub(running),
-            running,
-            completed: outcomes.completed,
-            failed: outcomes.failed,
-            canceled: outcomes.canceled,
-            dead_letter: s.t.dead.len().map_err(unavailable)? as u64,
-            oldest_pending_age_ms: oldest.map_or(0, |o| now_ms().saturating_sub(o)),
-            avg_processing_ms: outcomes.avg_processing_ms(),
-        })
+        let dead = s.t.dead.len().map_err(unavailable)? as u64;
+        Ok(QueueStats::from_counts(jobs, leased.len() as u64, dead, oldest, &outcomes))
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<(Vec<DeadLetter>, u64), StoreError> {

@@ -376,16 +376,7 @@ impl TaskQueue for RedisBackend {
         };
         // An entry id starts with the time it was queued.
         let oldest_ms = oldest.split('-').next().and_then(|ms| ms.parse::<u64>().ok());
-        Ok(QueueStats {
-            pending: jobs.saturating_sub(running),
-            running,
-            completed: outcomes.completed,
-            failed: outcomes.failed,
-            canceled: outcomes.canceled,
-            dead_letter: dead,
-            oldest_pending_age_ms: oldest_ms.map_or(0, |ms| now_ms().saturating_sub(ms)),
-            avg_processing_ms: outcomes.avg_processing_ms(),
-        })
+        Ok(QueueStats::from_counts(jobs, running, dead, oldest_ms, &outcomes))
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<(Vec<DeadLetter>, u64), StoreError> {
