@@ -29,14 +29,18 @@ DEADLINE_ABORT = "aborted due to deadline"
 # The README's target for switchyard with its durable store, relative to the JS SDK peer.
 GOAL_RATIO = 10.0
 GOAL_P99_MS = 5.0
+# With an app token on every request, throughput relative to no authentication (same store).
+AUTH_GOAL_RATIO = 0.8
 # The project's target for the Redis backend, relative to the embedded store (message/send).
 REDIS_GOAL_RATIO = 0.5
 
 
 def verify(url: str, body: str) -> int:
-    req = urllib.request.Request(
-        url, data=body.encode(), headers={"content-type": "application/json"}, method="POST"
-    )
+    headers = {"content-type": "application/json"}
+    # The authenticated row sends an app token with every request.
+    if os.environ.get("BENCH_AUTHORIZATION"):
+        headers["authorization"] = os.environ["BENCH_AUTHORIZATION"]
+    req = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             reply = json.load(resp)
@@ -179,6 +183,13 @@ def summarize(args) -> int:
             "embedded_rps": emb["requests_per_sec"],
             "met": ratio is not None and ratio >= REDIS_GOAL_RATIO,
         }
+    # Authentication's cost: the app-token row against the same store without authentication.
+    auth_goal = None
+    auth = next((r for r in runs if r["name"] == "auth"), None)
+    mem = next((r for r in runs if r["name"] == "memory"), None)
+    if auth and mem and auth["requests_per_sec"] and mem["requests_per_sec"]:
+        ratio = auth["requests_per_sec"] / mem["requests_per_sec"]
+        auth_goal = {"ratio_target": AUTH_GOAL_RATIO, "ratio": ratio, "met": ratio >= AUTH_GOAL_RATIO}
     scale_out = None
     if q1 and q2 and q1["requests_per_sec"] and q2["requests_per_sec"] is not None:
         scale_out = q2["requests_per_sec"] / q1["requests_per_sec"]
@@ -261,6 +272,9 @@ def summarize(args) -> int:
               f"{'met' if redis_goal['met'] else 'NOT met'} "
               f"({fmt(redis_goal['rps_ratio_vs_embedded'], '.2f', 'x')}: "
               f"{fmt(redis_goal['redis_rps'], ',.0f')} vs {fmt(redis_goal['embedded_rps'], ',.0f')} req/s)")
+    if auth_goal:
+        print(f"goal (authentication): app-token req/s >= {AUTH_GOAL_RATIO:.0%} of unauthenticated (:memory:): "
+              f"{'met' if auth_goal['met'] else 'NOT met'} ({auth_goal['ratio']:.0%})")
     if scale_out is not None:
         print(f"shared queue: 2 instances / 1 instance tasks/s = {scale_out:.2f}x "
               f"(one machine: the instances, redis-server and oha share its CPUs)")
@@ -291,6 +305,7 @@ def summarize(args) -> int:
         "results": runs,
         "goal": goal,
         "redis_goal": redis_goal,
+        "auth_goal": auth_goal,
         "redis_scale_out_2_vs_1": scale_out,
         "valid": not invalid,
     }

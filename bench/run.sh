@@ -10,7 +10,7 @@
 #   BENCH_PY_DURATION   measured load for the Python peer (default: BENCH_DURATION)
 #   BENCH_WARMUP        un-measured load before each measurement (default 2s)
 #   BENCH_CONNECTIONS   concurrent connections (default 32)
-#   BENCH_SERVERS       comma-separated subset of: embedded,memory,redis,redis-queue,js,python
+#   BENCH_SERVERS       comma-separated subset of: embedded,memory,auth,redis,redis-queue,js,python
 #                       (default: all). The redis rows need `redis-server` on PATH; without it
 #                       they are skipped with a note, not failed.
 #   BENCH_PEERS_DIR     where shared/peers/setup.sh installs the peers (default /tmp/switchyard-peers)
@@ -33,7 +33,8 @@ DURATION="${BENCH_DURATION:-10s}"
 PY_DURATION="${BENCH_PY_DURATION:-$DURATION}"
 WARMUP="${BENCH_WARMUP:-2s}"
 CONNECTIONS="${BENCH_CONNECTIONS:-32}"
-SERVERS="${BENCH_SERVERS:-embedded,memory,redis,redis-queue,js,python}"
+SERVERS="${BENCH_SERVERS:-embedded,memory,auth,redis,redis-queue,js,python}"
+OHA_AUTH=()
 PEERS_DIR="${BENCH_PEERS_DIR:-/tmp/switchyard-peers}"
 PEERS_SRC="${BENCH_PEERS_SRC:-$REPO/../shared/peers}"
 TOOLS_DIR="${BENCH_TOOLS_DIR:-$HOME/.cache/switchyard-bench}"
@@ -183,10 +184,10 @@ measure() {
   python3 "$HERE/report.py" verify "$url" "$BODY" || die "$label: message/send did not complete a task"
   log "$label: warm-up $WARMUP"
   "$OHA" -z "$WARMUP" -c "$CONNECTIONS" -m POST -T application/json -d "$BODY" \
-    --no-tui "${OHA_JSON[@]}" "$url" >/dev/null
+    "${OHA_AUTH[@]}" --no-tui "${OHA_JSON[@]}" "$url" >/dev/null
   log "$label: measuring $dur with $CONNECTIONS connections"
   "$OHA" -z "$dur" -c "$CONNECTIONS" -m POST -T application/json -d "$BODY" \
-    --no-tui "${OHA_JSON[@]}" "$url" >"$WORK/$name.oha.json"
+    "${OHA_AUTH[@]}" --no-tui "${OHA_JSON[@]}" "$url" >"$WORK/$name.oha.json"
   python3 "$HERE/report.py" verify "$url" "$BODY" || die "$label: message/send stopped completing tasks under load"
   local rss redis_rss=""
   rss="$(peak_rss_kib "$pid")"
@@ -235,6 +236,20 @@ if wants embedded; then
 fi
 if wants memory; then
   run_switchyard memory "switchyard (:memory:)" ":memory:"
+fi
+# Authentication's cost: the same in-memory store, every request with an app token (an ES256
+# JWT minted for the default app), compared with the row above.
+if wants auth; then
+  start_switchyard auth ":memory:" --auth-secret bench-admin-secret
+  TOKEN="$(curl -sf -X POST -H 'authorization: Bearer bench-admin-secret' \
+    "http://127.0.0.1:$SY_PORT/admin/apps/default/token" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')" ||
+    die "auth: cannot mint an app token"
+  OHA_AUTH=(-H "authorization: Bearer $TOKEN")
+  export BENCH_AUTHORIZATION="Bearer $TOKEN"
+  measure auth "switchyard (:memory:, app token)" "$SY_PID" "$SY_PORT" "$DURATION"
+  OHA_AUTH=()
+  unset BENCH_AUTHORIZATION
 fi
 
 # --- switchyard on Redis ----------------------------------------------------------------

@@ -5,15 +5,21 @@
 #
 # 1. Installs the clients into a cache dir (default target/conformance-env under the repo
 #    root; override with SWITCHYARD_CONFORMANCE_ENV):
-#      py/  venv with conformance/python/requirements.txt  (a2a-sdk 0.3.26)
+#      py/  venv with conformance/python/requirements.txt  (a2a-sdk 0.3.26, PyJWT 2.15.1)
 #      js/  npm ci of conformance/js/package-lock.json     (@a2a-js/sdk 0.3.14)
 #    Each is rebuilt only when its requirements / lockfile change (stamp files).
 # 2. Uses tests/agents.yaml (agents echo, slow and done; shared with the Rust tests).
 # 3. Starts `BIN serve` on 127.0.0.1 with an ephemeral port and an in-memory store (or, with
-#    CONFORMANCE_BACKEND=redis, on a private redis-server child), and reads the port from its
-#    "listening on http://127.0.0.1:PORT" line on stdout.
-# 4. Runs conformance/python/test_client.py and conformance/js/client.mjs against it.
-# 5. Stops the server; exits 1 if either client reported a failure.
+#    CONFORMANCE_BACKEND=redis, on a private redis-server child), with authentication on
+#    (--auth-secret conformance-admin-secret: the admin API and app tokens; the agents of
+#    tests/agents.yaml are public, so the SDK clients still call them anonymously), and reads
+#    the port from its "listening on http://127.0.0.1:PORT" line on stdout.
+# 4. Runs against it, in this order:
+#      conformance/python/test_client.py  the A2A checks, official Python SDK
+#      conformance/python/test_tokens.py  app tokens (admin API, JWKS, key rotation) verified
+#                                         by PyJWT, an independent JWT implementation
+#      conformance/js/client.mjs          the A2A checks, official JS SDK
+# 5. Stops the server; exits 1 if any of the three reported a failure.
 #
 # Needs python3 (with venv), node >= 18 and npm; registries: PyPI and npm.
 set -euo pipefail
@@ -84,6 +90,8 @@ trap 'exit 130' INT TERM
 
 # The agents the clients expect (echo, slow, done), shared with the Rust integration tests.
 CONFIG="$ROOT/tests/agents.yaml"
+# The admin bearer secret; a fixed test value, only ever given to this loopback server.
+AUTH_SECRET=conformance-admin-secret
 
 # --- 3. server ---------------------------------------------------------------------------------
 BACKEND_ARGS=(--data-dir :memory:)
@@ -102,7 +110,8 @@ if [ "${CONFORMANCE_BACKEND:-embedded}" = redis ]; then
 fi
 OUT="$TMP/server.stdout"
 ERR="$TMP/server.stderr"
-"$BIN" serve --config "$CONFIG" --host 127.0.0.1 --port 0 "${BACKEND_ARGS[@]}" >"$OUT" 2>"$ERR" &
+"$BIN" serve --config "$CONFIG" --host 127.0.0.1 --port 0 "${BACKEND_ARGS[@]}" \
+  --auth-secret "$AUTH_SECRET" >"$OUT" 2>"$ERR" &
 SERVER_PID=$!
 
 show_server_output() {
@@ -138,14 +147,18 @@ client_env=(env -u PEER_MODE -u A2A_ONLY "A2A_BASE_URL=$BASE" A2A_AGENT_ECHO=ech
 
 py_rc=0
 "${client_env[@]}" "$ENV_DIR/py/bin/python" "$HERE/python/test_client.py" | tee "$TMP/py.out" || py_rc=$?
+# Only the token checks get the admin secret; the SDK clients stay anonymous.
+tok_rc=0
+"${client_env[@]}" "SWITCHYARD_AUTH_SECRET=$AUTH_SECRET" "$ENV_DIR/py/bin/python" "$HERE/python/test_tokens.py" \
+  | tee "$TMP/tok.out" || tok_rc=$?
 js_rc=0
 "${client_env[@]}" node "$ENV_DIR/js/client.mjs" | tee "$TMP/js.out" || js_rc=$?
 
 # --- 5. verdict --------------------------------------------------------------------------------
-# Add up the "N/M passed" summaries; a client that died without one counts as one failure.
+# Add up the "N/M passed" summaries; a script that died without one counts as one failure.
 passed=0
 failed=0
-for out in "$TMP/py.out" "$TMP/js.out"; do
+for out in "$TMP/py.out" "$TMP/tok.out" "$TMP/js.out"; do
   line="$(grep -oE '[0-9]+/[0-9]+ passed' "$out" | tail -n1 || true)"
   if [ -z "$line" ]; then
     failed=$((failed + 1))
@@ -157,10 +170,10 @@ for out in "$TMP/py.out" "$TMP/js.out"; do
   passed=$((passed + n))
   failed=$((failed + m - n))
 done
-if [ "$py_rc" -ne 0 ] || [ "$js_rc" -ne 0 ]; then
+if [ "$py_rc" -ne 0 ] || [ "$tok_rc" -ne 0 ] || [ "$js_rc" -ne 0 ]; then
   [ "$failed" -gt 0 ] || failed=1 # a client failed without reporting a failed check
   show_server_output
 fi
-echo "conformance: python rc=$py_rc, js rc=$js_rc"
+echo "conformance: python rc=$py_rc, tokens rc=$tok_rc, js rc=$js_rc"
 echo "conformance: $passed passed, $failed failed"
-[ "$py_rc" -eq 0 ] && [ "$js_rc" -eq 0 ]
+[ "$py_rc" -eq 0 ] && [ "$tok_rc" -eq 0 ] && [ "$js_rc" -eq 0 ]

@@ -24,3 +24,16 @@ fn format_rfc3339(at: time::OffsetDateTime) -> String {
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     at.format(&format).unwrap_or_default()
 }
+
+/// A duration the way the command line spells it: `30s`, `1m`, `2h`, `500ms`.
+pub fn format_duration(duration: std::time::Duration) -> String {
+    let ms = duration.as_millis() as u64;
+    match ms {
+        0 => "0s".into(),
+        ms if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}

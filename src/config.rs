@@ -49,11 +49,21 @@ pub struct AgentConfig {
 }
 
 /// Agent runtimes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentKind {
     /// Replies with the user's text, streamed word by word.
     Echo,
+}
+
+impl<'de> Deserialize<'de> for AgentKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        match name.as_str() {
+            "echo" => Ok(AgentKind::Echo),
+            other => Err(serde::de::Error::custom(format!("unknown agent type {other:?} (known types: echo)"))),
+        }
+    }
 }
 
 /// Who may see and call an agent.
@@ -92,6 +102,10 @@ pub struct SkillConfig {
     pub tags: Vec<String>,
     #[serde(default)]
     pub examples: Vec<String>,
+    /// `internal` skills are listed only in the authenticated extended card; `private` ones
+    /// in no card.
+    #[serde(default)]
+    pub visibility: Visibility,
 }
 
 impl<'de> Deserialize<'de> for Agents {
@@ -151,11 +165,15 @@ impl Config {
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
+            let text = inner.to_string();
+            // serde_yaml starts nested errors with the path too; say it once.
+            let text = match text.split_once(": ") {
+                Some((head, rest)) if !head.is_empty() && path.starts_with(head) => rest.to_string(),
+                _ => text,
+            };
             let message = match inner.location() {
-                Some(loc) => {
-                    format!("{} (line {}, column {})", strip_location(&inner.to_string()), loc.line(), loc.column())
-                }
-                None => inner.to_string(),
+                Some(loc) => format!("{} (line {}, column {})", strip_location(&text), loc.line(), loc.column()),
+                None => text,
             };
             ConfigError { path: if path == "." { "config".into() } else { path }, message }
         })?;
@@ -223,7 +241,7 @@ mod tests {
     fn unknown_agent_type_names_the_key() {
         let err = Config::parse("agents:\n  helper:\n    type: llmm\n").unwrap_err();
         assert_eq!(err.path, "agents.helper.type");
-        assert!(err.message.contains("llmm"), "{}", err.message);
+        assert!(err.message.starts_with(r#"unknown agent type "llmm""#), "{}", err.message);
     }
 
     #[test]

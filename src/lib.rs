@@ -5,6 +5,7 @@
 //! (executors); `delivery` sends push notifications.
 
 pub mod agents;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod delivery;
@@ -14,3 +15,4 @@ pub mod protocol;
 pub mod rpc;
 pub mod server;
 pub mod store;
+pub mod tenants;

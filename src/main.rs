@@ -9,7 +9,9 @@ use std::time::Duration;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use switchyard::auth::AuthOptions;
 use switchyard::config::{parse_duration, Config};
+use switchyard::http::limits::RateLimit;
 use switchyard::http::HttpOptions;
 use switchyard::server::{serve, ServeOptions};
 use switchyard::store::embedded::{EmbeddedOptions, FsyncPolicy};
@@ -83,10 +85,24 @@ struct ServeArgs {
     /// With Redis: a job whose worker has been silent this long is taken over by another instance.
     #[arg(long, env = "SWITCHYARD_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     visibility_timeout: Duration,
-    /// Serve the admin queue endpoints (/admin/queue/*) without authentication. For trusted
-    /// networks only, until the admin secret protects /admin/*.
-    #[arg(long, env = "SWITCHYARD_INSECURE_ADMIN")]
-    insecure_admin: bool,
+    /// Bearer secret of the admin API (/admin/*); turns authentication on (app tokens,
+    /// visibility). Without it /admin/* answers 404.
+    #[arg(long, env = "SWITCHYARD_AUTH_SECRET", hide_env_values = true)]
+    auth_secret: Option<String>,
+    /// `iss` of app tokens (default: the public URL, else `switchyard`).
+    #[arg(long, env = "SWITCHYARD_ISSUER")]
+    issuer: Option<String>,
+    /// Lifetime of app tokens.
+    #[arg(long, env = "SWITCHYARD_TOKEN_TTL", default_value = "30d", value_parser = parse_duration)]
+    token_ttl: Duration,
+    /// P-256 signing key for app tokens (PKCS#8 PEM); default: generated on first start and
+    /// kept in the store.
+    #[arg(long, env = "SWITCHYARD_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
+    /// A request rate limit, `SCOPE=N/WINDOW` with scope app, user (token subject), session
+    /// (X-Session-ID) or ip; repeat the flag or separate with commas (e.g. ip=100/1m,app=1000/1m).
+    #[arg(long, env = "SWITCHYARD_RATE_LIMIT", value_delimiter = ',')]
+    rate_limit: Vec<RateLimit>,
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -152,7 +168,13 @@ fn run(args: ServeArgs) -> ExitCode {
             public_url: args.public_url,
             max_body_bytes: args.max_body_bytes,
             cors_origins: args.cors_origins,
-            insecure_admin: args.insecure_admin,
+            rate_limits: args.rate_limit,
+        },
+        auth: AuthOptions {
+            admin_secret: args.auth_secret.filter(|s| !s.is_empty()),
+            issuer: args.issuer,
+            token_ttl: args.token_ttl,
+            signing_key: args.signing_key,
         },
         shutdown_grace: args.shutdown_grace,
     };

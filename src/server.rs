@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::agents::AgentRegistry;
+use crate::auth::{Auth, AuthOptions};
 use crate::config::Config;
 use crate::delivery::{PushDelivery, RetryPolicy};
 use crate::engine::{Engine, EngineOptions};
@@ -27,6 +27,7 @@ pub struct ServeOptions {
     /// Redis settings; when present Redis replaces the embedded store.
     pub redis: Option<store::redis::RedisOptions>,
     pub http: HttpOptions,
+    pub auth: AuthOptions,
     /// How long a shutdown waits for running turns before leaving them to the next start.
     pub shutdown_grace: Duration,
 }
@@ -38,10 +39,13 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
         None => store::embedded::open(&options.data_dir, &options.store)
             .map_err(|e| anyhow_like::Error(format!("cannot open store in {}: {e}", options.data_dir)))?,
     };
-    let agents = AgentRegistry::from_config(&options.config);
+    let tenants = crate::tenants::Tenants::open(backend.tenants.clone(), options.config.clone())
+        .await
+        .map_err(|e| anyhow_like::Error(format!("cannot load apps: {e}")))?;
+    tenants.watch();
     let engine = Engine::new(
         backend.clone(),
-        agents,
+        tenants.clone(),
         PushDelivery::new(RetryPolicy::default()),
         EngineOptions {
             workers: options.workers,
@@ -58,7 +62,11 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
     let listener =
         TcpListener::bind(addr).await.map_err(|e| anyhow_like::Error(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(|e| anyhow_like::Error(e.to_string()))?;
-    let app = http::router(AppState { engine: engine.clone(), options: Arc::new(options.http.clone()) });
+    // Every instance of a deployment must agree on the issuer: the public URL when there is one,
+    // else a fixed name (the listen address differs between instances and restarts).
+    let issuer = options.http.public_url.as_deref().map_or("switchyard", |u| u.trim_end_matches('/')).to_string();
+    let auth = Auth::open(&options.auth, issuer, backend.tenants.clone(), tenants).await.map_err(anyhow_like::Error)?;
+    let app = http::router(AppState { engine: engine.clone(), auth, options: Arc::new(options.http.clone()) });
     tracing::info!(%local, store = backend.store.kind(), workers = options.workers, "switchyard started");
     // Tests and scripts read this line to learn the port when started with --port 0.
     println!("switchyard listening on http://{local}");

@@ -29,6 +29,7 @@ fn job(id: &str, task_id: &str) -> Job {
     Job {
         id: id.into(),
         task_id: task_id.into(),
+        app: "default".into(),
         agent: "echo".into(),
         attempt: 1,
         artifacts_base: 0,

@@ -1,6 +1,7 @@
 //! Agent executors: one trait, one file per agent type. Executors turn a request into a stream
 //! of events; they never touch the store (the engine persists, fans out and notifies).
 
+pub mod card;
 pub mod echo;
 
 use std::collections::HashMap;
@@ -52,7 +53,7 @@ pub struct Agent {
 /// Every agent of a configuration, by name, in file order.
 #[derive(Clone)]
 pub struct AgentRegistry {
-    agents: HashMap<String, Agent>,
+    agents: HashMap<String, Arc<Agent>>,
     order: Vec<String>,
     default_agent: String,
 }
@@ -66,20 +67,20 @@ impl AgentRegistry {
             let executor: Arc<dyn AgentExecutor> = match agent.kind {
                 AgentKind::Echo => Arc::new(echo::Echo::new(agent)),
             };
-            agents.insert(name.clone(), Agent { name: name.clone(), config: agent.clone(), executor });
+            agents.insert(name.clone(), Arc::new(Agent { name: name.clone(), config: agent.clone(), executor }));
             order.push(name.clone());
         }
         AgentRegistry { agents, order, default_agent: config.default_agent_name().to_string() }
     }
 
     /// The agent with this name.
-    pub fn get(&self, name: &str) -> Option<&Agent> {
+    pub fn get(&self, name: &str) -> Option<&Arc<Agent>> {
         self.agents.get(name)
     }
 
     /// Agents in configuration order.
     pub fn iter(&self) -> impl Iterator<Item = &Agent> {
-        self.order.iter().filter_map(|n| self.agents.get(n))
+        self.order.iter().filter_map(|n| self.agents.get(n).map(|a| a.as_ref()))
     }
 
     /// The agent served at the host's well-known card.

@@ -5,18 +5,19 @@ pub mod follow;
 pub mod state;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::agents::{AgentEvent, AgentRegistry, RequestContext};
+use crate::agents::{AgentEvent, RequestContext};
 use crate::clock::now_ms;
 use crate::delivery::PushDelivery;
 use crate::protocol::{Message, PushNotificationConfig, StreamEvent, Task, TaskKind, TaskState, TaskStatus};
 use crate::store::{Applied, Backend, Change, Job, LoggedEvent, StoreError, StoredTask};
+use crate::tenants::Tenants;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -63,7 +64,7 @@ pub struct Engine {
 
 struct Inner {
     backend: Backend,
-    agents: RwLock<Arc<AgentRegistry>>,
+    tenants: Tenants,
     /// Cancellation tokens of turns running on this instance.
     running: Mutex<HashMap<String, CancellationToken>>,
     push: PushDelivery,
@@ -82,11 +83,11 @@ pub struct Submitted {
 
 impl Engine {
     /// An engine over `backend`; call [`Engine::start`] to run workers.
-    pub fn new(backend: Backend, agents: AgentRegistry, push: PushDelivery, options: EngineOptions) -> Self {
+    pub fn new(backend: Backend, tenants: Tenants, push: PushDelivery, options: EngineOptions) -> Self {
         Engine {
             inner: Arc::new(Inner {
                 backend,
-                agents: RwLock::new(Arc::new(agents)),
+                tenants,
                 running: Mutex::new(HashMap::new()),
                 push,
                 options,
@@ -100,9 +101,9 @@ impl Engine {
         &self.inner.backend
     }
 
-    /// The current agents.
-    pub fn agents(&self) -> Arc<AgentRegistry> {
-        self.inner.agents.read().map(|a| a.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    /// The apps and their agents.
+    pub fn tenants(&self) -> &Tenants {
+        &self.inner.tenants
     }
 
     /// Recovers jobs interrupted by a previous stop, then starts the worker pool.
@@ -149,6 +150,7 @@ impl Engine {
     /// Creates a task (or continues one when the message names `taskId`) for `agent`.
     pub async fn submit(
         &self,
+        app: &str,
         agent: &str,
         mut message: Message,
         push_config: Option<PushNotificationConfig>,
@@ -159,7 +161,7 @@ impl Engine {
         let change = match message.task_id.clone() {
             Some(task_id) => {
                 let stored = self.task(&task_id).await?;
-                if stored.agent != agent {
+                if stored.app != app || stored.agent != agent {
                     return Err(EngineError::TaskNotFound(task_id));
                 }
                 if let Some(context_id) = &message.context_id {
@@ -175,7 +177,7 @@ impl Engine {
                 Change::Continue {
                     task_id: task_id.clone(),
                     message,
-                    job: new_job(job_id, &task_id, agent),
+                    job: new_job(job_id, &task_id, app, agent),
                     push_config,
                 }
             }
@@ -194,7 +196,12 @@ impl Engine {
                     metadata,
                 };
                 let push_config = push_config.map(|c| with_default_id(c, &task_id));
-                Change::Create { task, agent: agent.to_string(), job: new_job(job_id, &task_id, agent), push_config }
+                Change::Create {
+                    task,
+                    agent: agent.to_string(),
+                    job: new_job(job_id, &task_id, app, agent),
+                    push_config,
+                }
             }
         };
         let task_id = change.task_id().to_string();
@@ -287,9 +294,9 @@ impl Engine {
             }
         };
         self.notify(&applied);
-        let agent = self.agents().get(&job.agent).cloned();
+        let agent = self.tenants().get(&job.app).and_then(|t| t.agents.get(&job.agent).cloned());
         let Some(agent) = agent else {
-            let error = format!("agent {} is no longer configured", job.agent);
+            let error = format!("agent {} of app {} is no longer configured", job.agent, job.app);
             return self.dead_letter(job, error).await;
         };
         let task = applied.task.task.clone();
@@ -393,10 +400,11 @@ enum TurnError {
     Agent(String),
 }
 
-fn new_job(id: String, task_id: &str, agent: &str) -> Job {
+fn new_job(id: String, task_id: &str, app: &str, agent: &str) -> Job {
     Job {
         id,
         task_id: task_id.to_string(),
+        app: app.to_string(),
         agent: agent.to_string(),
         attempt: 1,
         artifacts_base: 0,

@@ -45,6 +45,7 @@ pub fn transition(current: &mut Option<StoredTask>, change: Change) -> Result<(S
             let event = StreamEvent::Task(task.clone());
             *current = Some(StoredTask {
                 task,
+                app: job.app.clone(),
                 agent,
                 seq: 1,
                 job_id: Some(job.id.clone()),

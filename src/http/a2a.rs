@@ -14,10 +14,12 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures::{Stream, StreamExt};
 
-use super::cards::{agent_card, base_url, visible};
+use super::auth::{agent_for, unauthorized};
+use super::cards::{base_url, public_card};
 use super::{AppState, HttpError};
+use crate::auth::Caller;
 use crate::engine::follow::resume;
-use crate::rpc::{self, Answer, RpcContext, StreamItem};
+use crate::rpc::{self, Answer, CardRequest, RpcContext, StreamItem};
 
 /// How often an idle stream sends a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -30,9 +32,9 @@ pub fn router(max_body_bytes: usize) -> Router<AppState> {
         .layer(DefaultBodyLimit::max(max_body_bytes))
 }
 
-async fn card(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    match visible(&state, &name) {
-        Ok(agent) => axum::Json(agent_card(&agent, &base_url(&state, &headers))).into_response(),
+async fn card(State(state): State<AppState>, caller: Caller, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    match agent_for(&state, &caller, &name) {
+        Ok((_, agent)) => axum::Json(public_card(&state, &agent, &headers)).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -44,6 +46,7 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
 
 async fn json_rpc(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -61,10 +64,22 @@ async fn json_rpc(
         }
         Err(e) => return HttpError(e.status(), e.body_text()).into_response(),
     };
-    if let Err(e) = visible(&state, &name) {
-        return e.into_response();
-    }
-    let ctx = RpcContext { engine: state.engine.clone(), agent: name, last_event_id: last_event_id(&headers) };
+    let (tenant, agent) = match agent_for(&state, &caller, &name) {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
+    let ctx = RpcContext {
+        engine: state.engine.clone(),
+        app: tenant.record.id.clone(),
+        agent: name,
+        last_event_id: last_event_id(&headers),
+        card: CardRequest {
+            agent,
+            base_url: base_url(&state, &headers),
+            auth_enabled: state.auth.enabled(),
+            authenticated: caller.is_authenticated(),
+        },
+    };
     match rpc::handle(&ctx, &body).await {
         Answer::Json(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Answer::Unavailable(bytes) => (
@@ -73,6 +88,11 @@ async fn json_rpc(
             bytes,
         )
             .into_response(),
+        Answer::Unauthorized(bytes) => {
+            let mut response = unauthorized();
+            *response.body_mut() = axum::body::Body::from(bytes);
+            response
+        }
         Answer::Stream { id, events } => sse(events.map(move |item| to_sse(&id, item))).into_response(),
     }
 }
@@ -100,14 +120,16 @@ fn sse<S: Stream<Item = Result<Event, Infallible>> + Send + 'static>(events: S) 
 /// (id `null`), honouring `Last-Event-ID`.
 async fn task_events(
     State(state): State<AppState>,
+    caller: Caller,
     Path((name, task_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = visible(&state, &name) {
-        return e.into_response();
-    }
+    let tenant = match agent_for(&state, &caller, &name) {
+        Ok((tenant, _)) => tenant,
+        Err(e) => return e.into_response(),
+    };
     let events = match resume(&state.engine, &task_id, last_event_id(&headers)).await {
-        Ok((stored, events)) if stored.agent == name => events,
+        Ok((stored, events)) if stored.agent == name && stored.app == tenant.record.id => events,
         Ok(_) | Err(crate::engine::EngineError::TaskNotFound(_)) => {
             return HttpError(StatusCode::NOT_FOUND, format!("Task {task_id} not found")).into_response()
         }

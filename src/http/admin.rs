@@ -1,5 +1,5 @@
 //! The admin queue endpoints: statistics, the dead-letter queue and requeueing from it.
-//! Mounted only with `--insecure-admin` until the admin secret protects `/admin/*`.
+//! Part of the admin API (mounted with `--auth-secret`, behind the secret).
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -27,7 +27,8 @@ struct AppQuery {
     limit: Option<String>,
 }
 
-/// Only the `default` app exists until multi-tenant apps land.
+/// The queue is shared by every app and its figures cover the deployment: `app_id` may name the
+/// default app only.
 fn check_app(query: &AppQuery) -> Result<(), HttpError> {
     match query.app_id.as_deref() {
         None | Some("") | Some("default") => Ok(()),

@@ -1,15 +1,19 @@
-//! Discovery: agent cards at the host root, per agent, and the agent list.
+//! Discovery: agent cards at the host root, per agent, and the agent list, as the caller's app
+//! and credentials allow (see [`super::auth`] for the visibility rules).
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::{AppState, HttpError};
+use super::auth::{agent_for, listed, tenant_of};
+use super::AppState;
+use crate::agents::card::{agent_card, CardOptions};
 use crate::agents::Agent;
-use crate::config::Visibility;
-use crate::protocol::card::{AgentCapabilities, AgentCard, AgentProvider, AgentSkill};
+use crate::auth::Caller;
+use crate::protocol::card::AgentCard;
 
 /// Card routes.
 pub fn router() -> Router<AppState> {
@@ -36,69 +40,38 @@ pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("{proto}://{host}")
 }
 
-/// The card of one agent.
-pub fn agent_card(agent: &Agent, base: &str) -> AgentCard {
-    let description = if agent.config.description.is_empty() {
-        format!("{} agent", agent.name)
-    } else {
-        agent.config.description.clone()
+/// The public card of an agent, as this server describes it.
+pub fn public_card(state: &AppState, agent: &Agent, headers: &HeaderMap) -> AgentCard {
+    let options = CardOptions { auth_enabled: state.auth.enabled(), extended: false };
+    agent_card(agent, &base_url(state, headers), options)
+}
+
+async fn default_card(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> Response {
+    let name = match tenant_of(&state, &caller) {
+        Ok(tenant) => tenant.agents.default_agent().to_string(),
+        Err(e) => return e.into_response(),
     };
-    AgentCard {
-        protocol_version: "0.3.0".into(),
-        name: agent.name.clone(),
-        description,
-        url: format!("{base}/agents/{}", agent.name),
-        preferred_transport: "JSONRPC".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        capabilities: AgentCapabilities { streaming: true, push_notifications: true, state_transition_history: true },
-        default_input_modes: vec!["text/plain".into(), "application/json".into()],
-        default_output_modes: vec!["text/plain".into(), "application/json".into()],
-        skills: agent
-            .config
-            .skills
-            .iter()
-            .map(|s| AgentSkill {
-                id: s.id.clone(),
-                name: s.name.clone(),
-                description: if s.description.is_empty() { s.name.clone() } else { s.description.clone() },
-                tags: s.tags.clone(),
-                examples: s.examples.clone(),
-            })
-            .collect(),
-        supports_authenticated_extended_card: false,
-        provider: AgentProvider { organization: "switchyard".into(), url: base.to_string() },
+    card(State(state), caller, Path(name), headers).await
+}
+
+async fn card(State(state): State<AppState>, caller: Caller, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    match agent_for(&state, &caller, &name) {
+        Ok((_, agent)) => Json(public_card(&state, &agent, &headers)).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
-/// An agent that may be shown without authentication (auth is not enforced yet, but private
-/// agents are never listed or described).
-pub fn visible(state: &AppState, name: &str) -> Result<Agent, HttpError> {
-    let agents = state.engine.agents();
-    match agents.get(name) {
-        Some(agent) if agent.config.visibility != Visibility::Private => Ok(agent.clone()),
-        _ => Err(HttpError(StatusCode::NOT_FOUND, format!("agent {name} not found"))),
-    }
-}
-
-async fn default_card(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<AgentCard>, HttpError> {
-    let name = state.engine.agents().default_agent().to_string();
-    let agent = visible(&state, &name)?;
-    Ok(Json(agent_card(&agent, &base_url(&state, &headers))))
-}
-
-async fn card(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<AgentCard>, HttpError> {
-    let agent = visible(&state, &name)?;
-    Ok(Json(agent_card(&agent, &base_url(&state, &headers))))
-}
-
-async fn list(State(state): State<AppState>, headers: HeaderMap) -> Json<serde_json::Value> {
-    let base = base_url(&state, &headers);
-    let agents = state.engine.agents();
-    let cards: Vec<AgentCard> =
-        agents.iter().filter(|a| a.config.visibility != Visibility::Private).map(|a| agent_card(a, &base)).collect();
-    Json(json!({"total": cards.len(), "agents": cards}))
+async fn list(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> Response {
+    let tenant = match tenant_of(&state, &caller) {
+        Ok(tenant) => tenant,
+        Err(e) => return e.into_response(),
+    };
+    let enabled = state.auth.enabled();
+    let cards: Vec<AgentCard> = tenant
+        .agents
+        .iter()
+        .filter(|a| listed(a.config.visibility, &caller, enabled))
+        .map(|a| public_card(&state, a, &headers))
+        .collect();
+    Json(json!({"total": cards.len(), "agents": cards})).into_response()
 }

@@ -3,7 +3,10 @@
 
 pub mod a2a;
 pub mod admin;
+pub mod apps;
+pub mod auth;
 pub mod cards;
+pub mod limits;
 pub mod system;
 
 use std::sync::Arc;
@@ -25,14 +28,15 @@ pub struct HttpOptions {
     pub max_body_bytes: usize,
     /// Origins allowed by CORS (`*` for any).
     pub cors_origins: Vec<String>,
-    /// Serve the admin queue endpoints without authentication (until the admin secret exists).
-    pub insecure_admin: bool,
+    /// Request rate limits (none: unlimited).
+    pub rate_limits: Vec<limits::RateLimit>,
 }
 
 /// State shared by all handlers.
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
+    pub auth: Arc<crate::auth::Auth>,
     pub options: Arc<HttpOptions>,
 }
 
@@ -49,11 +53,16 @@ impl IntoResponse for HttpError {
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let cors = cors_layer(&state.options.cors_origins);
-    Router::new()
-        .merge(system::router())
+    // Everything but the system endpoints counts toward the rate limits.
+    let limited = Router::new()
         .merge(cards::router())
         .merge(a2a::router(state.options.max_body_bytes))
-        .merge(if state.options.insecure_admin { admin::router() } else { Router::new() })
+        .merge(apps::public_router())
+        .merge(if state.auth.enabled() { admin_router(&state) } else { Router::new() })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::rate_limit));
+    Router::new()
+        .merge(system::router())
+        .merge(limited)
         .fallback(|| async { HttpError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             HttpError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint".into())
@@ -62,6 +71,16 @@ pub fn router(state: AppState) -> Router {
         .layer(cors)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// `/admin/*`: only with an admin secret configured, and only for requests that carry it
+/// (`/admin/jwks` is public key material and needs none).
+fn admin_router(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .merge(admin::router())
+        .merge(apps::router())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_admin))
+        .merge(apps::jwks_router())
 }
 
 fn cors_layer(origins: &[String]) -> CorsLayer {

@@ -15,16 +15,25 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/health", get(health)).route("/schema", get(schema))
 }
 
-/// 200 with the store kind and version; 503 when the store does not answer.
+/// 200 with the store kind, version and authentication settings; 503 when the store does not
+/// answer.
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let store = &state.engine.backend().store;
-    let version = env!("CARGO_PKG_VERSION");
+    let enabled = state.auth.enabled();
+    let mut body = json!({
+        "status": "ok",
+        "store": store.kind(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "auth": {"enabled": enabled, "type": if enabled { "jwt" } else { "none" }, "issuer": state.auth.issuer(), "admin": enabled},
+        "admin": {"enabled": enabled},
+    });
     match store.health().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok", "store": store.kind(), "version": version}))),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "store": store.kind(), "version": version, "error": e.to_string()})),
-        ),
+        Ok(()) => (StatusCode::OK, Json(body)),
+        Err(e) => {
+            body["status"] = json!("unavailable");
+            body["error"] = json!(e.to_string());
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+        }
     }
 }
 

@@ -46,4 +46,10 @@ pub struct AgentCard {
     pub skills: Vec<AgentSkill>,
     pub supports_authenticated_extended_card: bool,
     pub provider: AgentProvider,
+    /// Security schemes by name (present when authentication is on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_schemes: Option<serde_json::Value>,
+    /// Scheme requirements (present when authentication is on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Vec<serde_json::Value>>,
 }

@@ -40,12 +40,15 @@ pub struct RpcError {
     /// balancers retry, not 200.
     #[serde(skip)]
     pub unavailable: bool,
+    /// The method needs credentials the caller did not present: answered with HTTP 401.
+    #[serde(skip)]
+    pub unauthorized: bool,
 }
 
 impl RpcError {
     /// An error with a code and message.
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        RpcError { code, message: message.into(), data: None, unavailable: false }
+        RpcError { code, message: message.into(), data: None, unavailable: false, unauthorized: false }
     }
 
     /// -32602 with a message that says what is wrong.

@@ -17,10 +17,22 @@ use error::RpcError;
 /// What a method needs besides its params.
 pub struct RpcContext {
     pub engine: Engine,
+    /// The app (tenant) whose agent is addressed.
+    pub app: String,
     /// The agent addressed by the URL.
     pub agent: String,
     /// `Last-Event-ID` of a resuming stream client.
     pub last_event_id: Option<u64>,
+    /// What `agent/getAuthenticatedExtendedCard` needs.
+    pub card: CardRequest,
+}
+
+/// The addressed agent and how the caller may see its card.
+pub struct CardRequest {
+    pub agent: std::sync::Arc<crate::agents::Agent>,
+    pub base_url: String,
+    pub auth_enabled: bool,
+    pub authenticated: bool,
 }
 
 /// One event of a streaming reply: its log sequence (the SSE `id:`) and its payload.
@@ -41,6 +53,8 @@ pub enum Answer {
     Json(Vec<u8>),
     /// The error response of a lone request that failed because the backend is unreachable.
     Unavailable(Vec<u8>),
+    /// The error response of a lone request that needs credentials.
+    Unauthorized(Vec<u8>),
     /// A stream and the request id its events carry.
     Stream { id: Box<RawValue>, events: BoxStream<'static, StreamItem> },
 }
@@ -91,6 +105,7 @@ pub async fn handle(ctx: &RpcContext, body: &[u8]) -> Answer {
         };
         return match call(ctx, &request, false).await {
             Called::Done(id, Err(e)) if e.unavailable => Answer::Unavailable(response(&id, &Err(e))),
+            Called::Done(id, Err(e)) if e.unauthorized => Answer::Unauthorized(response(&id, &Err(e))),
             Called::Done(id, outcome) => Answer::Json(response(&id, &outcome)),
             Called::Stream(id, events) => Answer::Stream { id, events },
         };

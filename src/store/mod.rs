@@ -10,7 +10,9 @@
 
 pub mod bus;
 pub mod embedded;
+pub mod limits;
 pub mod redis;
+pub mod tenants;
 
 use std::sync::Arc;
 
@@ -42,6 +44,9 @@ pub enum StoreError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredTask {
     pub task: Task,
+    /// App (tenant) the task belongs to.
+    #[serde(default = "tenants::default_app")]
+    pub app: String,
     /// Agent that runs the task.
     pub agent: String,
     /// Sequence number of the last event in the task's log.
@@ -64,6 +69,9 @@ pub struct StoredTask {
 pub struct Job {
     pub id: String,
     pub task_id: String,
+    /// App (tenant) of the task.
+    #[serde(default = "tenants::default_app")]
+    pub app: String,
     pub agent: String,
     /// 1 for the first run; incremented on every retry or recovery.
     pub attempt: u32,
@@ -267,6 +275,7 @@ pub fn requeue_change(letter: &DeadLetter) -> Change {
         job: Job {
             id: uuid::Uuid::now_v7().to_string(),
             task_id: letter.job.task_id.clone(),
+            app: letter.job.app.clone(),
             agent: letter.job.agent.clone(),
             attempt: 1,
             artifacts_base: letter.job.artifacts_base,
@@ -356,4 +365,6 @@ pub struct Backend {
     pub store: Arc<dyn TaskStore>,
     pub queue: Arc<dyn TaskQueue>,
     pub bus: Arc<dyn EventBus>,
+    pub tenants: Arc<dyn tenants::TenantStore>,
+    pub limits: Arc<dyn limits::RateCounter>,
 }

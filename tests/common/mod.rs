@@ -14,6 +14,9 @@ pub mod redis;
 /// (completes), `hidden` (private). The conformance suite uses the same file.
 pub const CONFIG: &str = include_str!("../agents.yaml");
 
+/// The admin secret of test servers started with `--auth-secret`.
+pub const ADMIN_SECRET: &str = "test-admin-secret";
+
 /// 30 words: a turn of the `slow` agent (50 ms per chunk) takes about 1.5 s.
 pub const LONG_TEXT: &str = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen \
                          sixteen seventeen eighteen nineteen twenty twentyone twentytwo twentythree twentyfour \
@@ -221,6 +224,48 @@ impl Server {
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
         (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {text}")))
+    }
+
+    /// Sends `method path` with an optional bearer token and JSON body; returns (status, JSON
+    /// body, `WWW-Authenticate`). An empty body reads as `null`.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value, Option<String>) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = bearer {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap_or_default().to_string());
+        let text = response.text().await.expect("body");
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"))
+        };
+        (status, json, challenge)
+    }
+
+    /// An admin API call with the admin secret; returns (status, JSON body).
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let (status, json, _) = self.request(method, path, Some(ADMIN_SECRET), body.as_ref()).await;
+        (status, json)
+    }
+
+    /// A JSON-RPC call with an optional bearer token; returns (status, JSON body).
+    pub async fn call_as(&self, bearer: Option<&str>, agent: &str, method: &str, params: Value) -> (u16, Value) {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let (status, json, _) = self.request("POST", &format!("/agents/{agent}"), bearer, Some(&body)).await;
+        (status, json)
     }
 
     /// POSTs a JSON-RPC request object (or batch) to an agent; returns (status, JSON body).

@@ -32,7 +32,7 @@ async fn owned_task(
     task_id: &str,
 ) -> Result<crate::store::StoredTask, super::error::RpcError> {
     let stored = ctx.engine.task(task_id).await?;
-    if stored.agent != ctx.agent {
+    if stored.app != ctx.app || stored.agent != ctx.agent {
         return Err(super::error::RpcError::task_not_found(task_id));
     }
     Ok(stored)

@@ -19,6 +19,7 @@
 //! events in sequence order and a reader never sees an event before the write it describes.
 
 mod keys;
+mod tenants;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -104,6 +105,7 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         meta: keyspace("meta")?,
         expiry: keyspace("expiry")?,
     };
+    let tenants = Arc::new(tenants::EmbeddedTenants::new(db.clone(), keyspace("tenancy")?));
     if let (FsyncPolicy::Interval(every), false) = (options.fsync, temporary) {
         spawn_journal_syncer(path.clone(), every)?;
     }
@@ -128,7 +130,13 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         kind,
     });
     let handle = Arc::new(EmbeddedHandle(store));
-    Ok(Backend { store: handle.clone(), queue: handle, bus })
+    Ok(Backend {
+        store: handle.clone(),
+        queue: handle,
+        bus,
+        tenants,
+        limits: Arc::new(super::limits::LocalCounter::default()),
+    })
 }
 
 /// The outcome counters of every stripe.

@@ -35,6 +35,8 @@ pub struct RedisBus {
     keys: Keys,
     commands: mpsc::UnboundedSender<Command>,
     timeout: Duration,
+    /// Notices from the tenancy channel (and after a reconnection, when some may be lost).
+    tenancy: broadcast::Sender<()>,
 }
 
 /// An event as published by the apply script (`src`, the writing instance, is not needed here).
@@ -56,13 +58,15 @@ impl RedisBus {
         let local = Arc::new(LocalBus::default());
         let source = uuid::Uuid::new_v4().simple().to_string();
         let (commands, queue) = mpsc::unbounded_channel();
+        let tenancy = broadcast::channel(16).0;
         let dispatch = {
             let local = local.clone();
             let keys = keys.clone();
             let commands = commands.clone();
+            let tenancy = tenancy.clone();
             let own = format!("{{\"src\":\"{source}\"").into_bytes();
             move |info: PushInfo| -> Result<(), std::convert::Infallible> {
-                on_push(&local, &keys, &commands, &own, info);
+                on_push(&local, &keys, &commands, &tenancy, &own, info);
                 Ok(())
             }
         };
@@ -81,10 +85,10 @@ impl RedisBus {
             .await
             .map_err(|_| StoreError::Unavailable("Redis pub/sub connection timed out".into()))?
             .map_err(|e| StoreError::Unavailable(format!("Redis pub/sub: {e}")))?;
-        conn.subscribe(keys.cancel_channel())
+        conn.subscribe(&[keys.cancel_channel(), keys.tenancy_channel()])
             .await
             .map_err(|e| StoreError::Unavailable(format!("Redis pub/sub: {e}")))?;
-        let bus = Arc::new(RedisBus { local: local.clone(), source, keys: keys.clone(), commands, timeout });
+        let bus = Arc::new(RedisBus { local: local.clone(), source, keys: keys.clone(), commands, timeout, tenancy });
         tokio::spawn(run_commands(conn, queue, local, keys));
         Ok(bus)
     }
@@ -92,6 +96,11 @@ impl RedisBus {
     /// This instance's mark on what it publishes.
     pub(super) fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Notices that apps or signing keys changed on some instance.
+    pub(super) fn tenancy_changes(&self) -> &broadcast::Sender<()> {
+        &self.tenancy
     }
 
     /// The in-process fan-out (for events this instance wrote).
@@ -102,7 +111,14 @@ impl RedisBus {
 
 /// Handles one push from Redis: an event for local followers, a cancellation, or the news
 /// that the connection dropped.
-fn on_push(local: &LocalBus, keys: &Keys, commands: &mpsc::UnboundedSender<Command>, own: &[u8], info: PushInfo) {
+fn on_push(
+    local: &LocalBus,
+    keys: &Keys,
+    commands: &mpsc::UnboundedSender<Command>,
+    tenancy: &broadcast::Sender<()>,
+    own: &[u8],
+    info: PushInfo,
+) {
     match info.kind {
         PushKind::Message => {
             let [channel, payload] = info.data.as_slice() else { return };
@@ -114,6 +130,10 @@ fn on_push(local: &LocalBus, keys: &Keys, commands: &mpsc::UnboundedSender<Comma
                 // Followers here may follow only this instance's writes (the turn ran here):
                 // make them read the cancel from the log.
                 local.close(&task_id);
+                return;
+            }
+            if channel == keys.tenancy_channel() {
+                let _ = tenancy.send(());
                 return;
             }
             let Some(task_id) = keys.channel_task(&channel) else { return };
@@ -140,6 +160,8 @@ fn on_push(local: &LocalBus, keys: &Keys, commands: &mpsc::UnboundedSender<Comma
         PushKind::Disconnection => {
             tracing::warn!("Redis pub/sub connection lost; followers re-read the task logs");
             local.close_all();
+            // Changes to apps or keys announced meanwhile are lost: reload.
+            let _ = tenancy.send(());
         }
         _ => {}
     }

@@ -83,6 +83,31 @@ impl Keys {
         format!("{}:cancel", self.base)
     }
 
+    /// Hash: app id → AppRecord JSON.
+    pub fn apps(&self) -> String {
+        format!("{}:apps", self.base)
+    }
+
+    /// Hash: app name → app id (names are unique).
+    pub fn app_names(&self) -> String {
+        format!("{}:app-names", self.base)
+    }
+
+    /// Hash: key id → KeyRecord JSON (token signing keys).
+    pub fn signing_keys(&self) -> String {
+        format!("{}:signing-keys", self.base)
+    }
+
+    /// Pub/sub channel announcing that apps or signing keys changed.
+    pub fn tenancy_channel(&self) -> String {
+        format!("{}:tenancy", self.base)
+    }
+
+    /// String: requests counted for one rate limit, caller and window (expires with the window).
+    pub fn rate(&self, limit_key: &str, window_start: u64) -> String {
+        format!("{}:rate:{limit_key}:{window_start}", self.base)
+    }
+
     /// The consumer group of the queue.
     pub fn group(&self) -> &'static str {
         "workers"

@@ -15,8 +15,10 @@
 
 mod bus;
 mod keys;
+mod limits;
 mod queue;
 mod scripts;
+mod tenants;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -102,8 +104,14 @@ pub async fn open(options: &RedisOptions) -> Result<Backend, StoreError> {
     });
     queue::create_group(&shared).await?;
     queue::start(&shared);
+    let tenants = Arc::new(tenants::RedisTenants {
+        conn: shared.conn.clone(),
+        keys: shared.keys.clone(),
+        changes: bus.tenancy_changes().clone(),
+    });
+    let limits = Arc::new(limits::RedisCounter { conn: shared.conn.clone(), keys: shared.keys.clone() });
     let backend = Arc::new(RedisBackend(shared));
-    Ok(Backend { store: backend.clone(), queue: backend, bus })
+    Ok(Backend { store: backend.clone(), queue: backend, bus, tenants, limits })
 }
 
 fn hostname() -> String {

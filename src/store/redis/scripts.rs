@@ -241,3 +241,69 @@ return {redis.call('HLEN', KEYS[2]), running, redis.call('XLEN', KEYS[3]), oldes
 "#,
     )
 });
+
+/// Creates or replaces an app, keeping names unique.
+/// KEYS: 1 apps, 2 app names. ARGV: 1 id, 2 name, 3 app JSON, 4 tenancy channel.
+/// Returns 1, or 0 when another app has the name.
+pub static PUT_APP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local owner = redis.call('HGET', KEYS[2], ARGV[2])
+if owner and owner ~= ARGV[1] then return 0 end
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  local old_name = cjson.decode(old)['name']
+  if old_name ~= ARGV[2] then redis.call('HDEL', KEYS[2], old_name) end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+redis.call('PUBLISH', ARGV[4], 'apps')
+return 1
+"#,
+    )
+});
+
+/// Removes an app and its name. KEYS: 1 apps, 2 app names. ARGV: 1 id, 2 tenancy channel.
+/// Returns 1, or 0 when there was no such app.
+pub static DELETE_APP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then return 0 end
+redis.call('HDEL', KEYS[2], cjson.decode(old)['name'])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'apps')
+return 1
+"#,
+    )
+});
+
+/// Adds a signing key. KEYS: 1 signing keys. ARGV: 1 kid, 2 key JSON, 3 "1" = only when there
+/// is no key yet, 4 tenancy channel. Returns every key JSON.
+pub static ADD_KEY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if ARGV[3] ~= '1' or redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('PUBLISH', ARGV[4], 'keys')
+end
+return redis.call('HVALS', KEYS[1])
+"#,
+    )
+});
+
+/// Counts one request in each fixed window. KEYS: one counter per limit (the window start is
+/// part of the name). ARGV: each key's window length in ms. Returns each count.
+pub static RATE_HIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local counts = {}
+for i, key in ipairs(KEYS) do
+  local n = redis.call('INCR', key)
+  if n == 1 then redis.call('PEXPIRE', key, ARGV[i]) end
+  counts[i] = n
+end
+return counts
+"#,
+    )
+});
