@@ -11,6 +11,7 @@ pub mod config;
 pub mod delivery;
 pub mod engine;
 pub mod http;
+pub mod observability;
 pub mod protocol;
 pub mod rpc;
 pub mod server;

@@ -103,6 +103,9 @@ struct ServeArgs {
     /// (X-Session-ID) or ip; repeat the flag or separate with commas (e.g. ip=100/1m,app=1000/1m).
     #[arg(long, env = "SWITCHYARD_RATE_LIMIT", value_delimiter = ',')]
     rate_limit: Vec<RateLimit>,
+    /// Serve Prometheus metrics at /metrics.
+    #[arg(long, env = "SWITCHYARD_METRICS")]
+    metrics: bool,
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -169,6 +172,7 @@ fn run(args: ServeArgs) -> ExitCode {
             max_body_bytes: args.max_body_bytes,
             cors_origins: args.cors_origins,
             rate_limits: args.rate_limit,
+            metrics: args.metrics,
         },
         auth: AuthOptions {
             admin_secret: args.auth_secret.filter(|s| !s.is_empty()),

@@ -66,7 +66,11 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
     // else a fixed name (the listen address differs between instances and restarts).
     let issuer = options.http.public_url.as_deref().map_or("switchyard", |u| u.trim_end_matches('/')).to_string();
     let auth = Auth::open(&options.auth, issuer, backend.tenants.clone(), tenants).await.map_err(anyhow_like::Error)?;
-    let app = http::router(AppState { engine: engine.clone(), auth, options: Arc::new(options.http.clone()) });
+    let metrics = match options.http.metrics {
+        true => Some(crate::observability::install().map_err(anyhow_like::Error)?),
+        false => None,
+    };
+    let app = http::router(AppState { engine: engine.clone(), auth, options: Arc::new(options.http.clone()), metrics });
     tracing::info!(%local, store = backend.store.kind(), workers = options.workers, "switchyard started");
     // Tests and scripts read this line to learn the port when started with --port 0.
     println!("switchyard listening on http://{local}");

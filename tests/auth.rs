@@ -157,7 +157,28 @@ async fn apps_are_created_validated_updated_and_deleted() {
     let (status, body) = s.admin("DELETE", "/admin/apps/default", None).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(s.admin("PUT", "/admin/apps/default", Some(json!({"name": "other"}))).await.0, 403);
+    // A turn of the app is running when it is deleted: it is stopped and its task removed.
+    let slow = json!({"config_json": {"agents": {"fresh": {"type": "echo", "chunk_delay_ms": 200}}}});
+    assert_eq!(s.admin("PUT", &format!("/admin/apps/{id}"), Some(slow)).await.0, 200);
+    let params = json!({"message": user_message("one two three four five six seven eight nine ten"),
+                        "configuration": {"blocking": false}});
+    let (status, running) = s.call_as(Some(&token), "fresh", "message/send", params).await;
+    assert_eq!(status, 200, "{running}");
+    let running_stats = s.admin("GET", "/admin/queue/stats", None).await.1;
     assert_eq!(s.admin("DELETE", &format!("/admin/apps/{id}"), None).await, (204, Value::Null));
+    for _ in 0..100 {
+        let stats = s.admin("GET", "/admin/queue/stats", None).await.1;
+        if stats["canceled"] == running_stats["canceled"].as_u64().unwrap_or(0) + 1 && stats["running"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let stats = s.admin("GET", "/admin/queue/stats", None).await.1;
+    assert_eq!(
+        (stats["canceled"].as_u64(), stats["running"].as_u64(), stats["pending"].as_u64()),
+        (Some(1), Some(0), Some(0)),
+        "the deleted app's turn was stopped: {stats}"
+    );
     assert_eq!(s.admin("DELETE", &format!("/admin/apps/{id}"), None).await.0, 404);
     assert_eq!(s.admin("GET", &format!("/admin/apps/{id}"), None).await.0, 404);
     let (status, body) = send_as(&s, Some(&token), "fresh").await;

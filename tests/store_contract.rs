@@ -277,6 +277,38 @@ async fn dead_letters_are_listed_and_requeued(b: Backend) {
     assert_eq!((stats.completed, stats.failed, stats.dead_letter), (1, 1, 0), "{stats:?}");
 }
 
+async fn an_apps_tasks_are_found_and_removed(b: Backend) {
+    let in_app = |change: Change, app: &str| match change {
+        Change::Create { task, agent, mut job, push_config } => {
+            job.app = app.to_string();
+            Change::Create { task, agent, job, push_config }
+        }
+        other => other,
+    };
+    b.store.apply(in_app(create("a1", "j1"), "team-a")).await.unwrap();
+    b.store.apply(in_app(create("a2", "j2"), "team-a")).await.unwrap();
+    b.store.apply(create("d1", "j3")).await.unwrap();
+    assert_eq!(b.store.get_task("a1").await.unwrap().unwrap().app, "team-a");
+    let mut ids = b.store.task_ids_of_app("team-a").await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["a1", "a2"]);
+    assert_eq!(b.store.task_ids_of_app("default").await.unwrap(), ["d1"]);
+    assert!(b.store.task_ids_of_app("nobody").await.unwrap().is_empty());
+
+    assert!(matches!(b.store.remove_task("a1").await, Err(StoreError::Conflict(_))), "a live task stays");
+    b.store.apply(Change::Cancel { task_id: "a1".into() }).await.unwrap();
+    b.store.apply(chunk("a2", "x", false)).await.ok();
+    b.store.apply(finish("a2", "j2", TaskState::Completed)).await.unwrap();
+    for id in ["a1", "a2"] {
+        assert!(b.store.remove_task(id).await.unwrap(), "{id}");
+        assert!(b.store.get_task(id).await.unwrap().is_none(), "{id}");
+        assert!(b.store.events_after(id, 0).await.unwrap().is_empty(), "{id}: its log goes too");
+        assert!(!b.store.remove_task(id).await.unwrap(), "{id}: removed once");
+    }
+    assert!(b.store.task_ids_of_app("team-a").await.unwrap().is_empty());
+    assert!(b.store.get_task("d1").await.unwrap().is_some(), "other apps' tasks stay");
+}
+
 macro_rules! contract_tests {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -293,7 +325,8 @@ macro_rules! contract_tests {
                 expired_terminal_tasks_are_swept,
                 subscribers_see_events_after_they_are_readable,
                 stats_count_outcomes_and_waiting_jobs,
-                dead_letters_are_listed_and_requeued
+                dead_letters_are_listed_and_requeued,
+                an_apps_tasks_are_found_and_removed
             );
         }
     };

@@ -81,7 +81,10 @@ impl PushDelivery {
                 }
             }
             match request.send().await {
-                Ok(response) if response.status().is_success() => return,
+                Ok(response) if response.status().is_success() => {
+                    crate::observability::push_delivery(true, attempt);
+                    return;
+                }
                 Ok(response) => {
                     tracing::warn!(
                         task_id,
@@ -97,6 +100,7 @@ impl PushDelivery {
                 tokio::time::sleep(self.policy.delay(attempt)).await;
             }
         }
+        crate::observability::push_delivery(false, self.policy.max_attempts);
         tracing::error!(task_id, url = config.url, attempts = self.policy.max_attempts, "push notification given up");
     }
 }

@@ -239,6 +239,30 @@ impl Engine {
         Ok((*applied.task).clone())
     }
 
+    /// Removes every task of an app (a deleted app): live ones are canceled first, which stops
+    /// their turns and drops their jobs. Returns how many were removed.
+    pub async fn purge_app(&self, app: &str) -> Result<usize, EngineError> {
+        let store = &self.inner.backend.store;
+        let mut removed = 0;
+        for task_id in store.task_ids_of_app(app).await? {
+            for _ in 0..3 {
+                match store.remove_task(&task_id).await {
+                    Ok(true) => removed += 1,
+                    Ok(false) => {}
+                    Err(StoreError::Conflict(_)) => {
+                        // Not terminal: cancel, then remove (a cancel racing the turn's own end
+                        // is refused as not cancelable, which is just as good).
+                        let _ = self.cancel(&task_id).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                break;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Follows a task: its current snapshot plus live events newer than the snapshot.
     pub async fn follow(
         &self,

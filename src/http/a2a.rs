@@ -110,6 +110,11 @@ fn to_sse(id: &serde_json::value::RawValue, item: StreamItem) -> Result<Event, I
 }
 
 fn sse<S: Stream<Item = Result<Event, Infallible>> + Send + 'static>(events: S) -> impl IntoResponse {
+    let open = crate::observability::OpenStream::open();
+    let events = events.map(move |event| {
+        let _counted_while_open = &open;
+        event
+    });
     (
         [(header::CACHE_CONTROL, "no-cache"), (header::HeaderName::from_static("x-accel-buffering"), "no")],
         Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")),

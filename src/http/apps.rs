@@ -185,6 +185,15 @@ async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result
         return Err(not_found(&id));
     }
     reload(&state).await?;
+    // The app's tasks go too: its running turns are canceled and its queued jobs dropped. In
+    // the background: an app may have many tasks, and none is reachable any more.
+    let engine = state.engine.clone();
+    tokio::spawn(async move {
+        match engine.purge_app(&id).await {
+            Ok(removed) => tracing::info!(app = %id, removed, "removed the tasks of a deleted app"),
+            Err(e) => tracing::warn!(app = %id, error = %e, "could not remove every task of a deleted app"),
+        }
+    });
     Ok(StatusCode::NO_CONTENT)
 }
 

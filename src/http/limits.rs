@@ -138,6 +138,7 @@ pub async fn rate_limit(
             "limit": limit.scope.name(),
             "retry_after": retry_after,
         });
+        crate::observability::rate_limited(limit.scope.name());
         let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         response

@@ -30,6 +30,8 @@ pub struct HttpOptions {
     pub cors_origins: Vec<String>,
     /// Request rate limits (none: unlimited).
     pub rate_limits: Vec<limits::RateLimit>,
+    /// Serve Prometheus metrics at `/metrics`.
+    pub metrics: bool,
 }
 
 /// State shared by all handlers.
@@ -38,6 +40,8 @@ pub struct AppState {
     pub engine: Engine,
     pub auth: Arc<crate::auth::Auth>,
     pub options: Arc<HttpOptions>,
+    /// Renders `/metrics` (with `--metrics`).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// A JSON error body `{"error": "..."}` with a status.
@@ -60,14 +64,16 @@ pub fn router(state: AppState) -> Router {
         .merge(apps::public_router())
         .merge(if state.auth.enabled() { admin_router(&state) } else { Router::new() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::rate_limit));
+    let observed = state.metrics.is_some();
     Router::new()
-        .merge(system::router())
+        .merge(system::router(observed))
         .merge(limited)
         .fallback(|| async { HttpError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             HttpError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint".into())
         })
         .with_state(state)
+        .layer(tower::util::option_layer(observed.then(|| axum::middleware::from_fn(crate::observability::track_http))))
         .layer(cors)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

@@ -10,9 +10,23 @@ use serde_json::json;
 use super::AppState;
 use crate::config::Config;
 
-/// `/health` and `/schema`.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health)).route("/schema", get(schema))
+/// `/health`, `/schema` and, with `--metrics`, `/metrics`.
+pub fn router(metrics: bool) -> Router<AppState> {
+    let router = Router::new().route("/health", get(health)).route("/schema", get(schema));
+    if metrics {
+        router.route("/metrics", get(render_metrics))
+    } else {
+        router
+    }
+}
+
+/// Prometheus text format.
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = match &state.metrics {
+        Some(handle) => crate::observability::render(handle, state.engine.backend()).await,
+        None => String::new(),
+    };
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 
 /// 200 with the store kind, version and authentication settings; 503 when the store does not

@@ -174,6 +174,11 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn delete_push_config(&self, task_id: &str, config_id: &str) -> Result<bool, StoreError>;
     /// Deletes terminal tasks whose retention ended before `now_ms`; returns how many.
     async fn sweep_expired(&self, now_ms: u64) -> Result<usize, StoreError>;
+    /// Ids of every task of an app. A full scan of the tasks: for rare admin operations only.
+    async fn task_ids_of_app(&self, app: &str) -> Result<Vec<String>, StoreError>;
+    /// Removes a task that has no job left (terminal), with its log and push configs; false
+    /// when there was no such task.
+    async fn remove_task(&self, task_id: &str) -> Result<bool, StoreError>;
     /// Waits until every change already applied is as durable as the backend promises for
     /// acknowledged changes (a no-op unless a group fsync is pending).
     async fn flushed(&self) -> Result<(), StoreError> {

@@ -263,6 +263,18 @@ impl EmbeddedStore {
         }
     }
 
+    /// Adds the removal of a task's record, log and push configs to `batch`.
+    fn remove_records(&self, batch: &mut fjall::OwnedWriteBatch, task_id: &str) -> Result<(), StoreError> {
+        batch.remove(&self.t.tasks, task_id);
+        for item in self.t.events.prefix(keys::prefix(task_id)) {
+            batch.remove(&self.t.events, item.key().map_err(unavailable)?);
+        }
+        for item in self.t.push.prefix(keys::prefix(task_id)) {
+            batch.remove(&self.t.push, item.key().map_err(unavailable)?);
+        }
+        Ok(())
+    }
+
     /// Sequence of the newest logged event of a task.
     fn last_logged_seq(&self, task_id: &str) -> Result<u64, StoreError> {
         match self.t.events.prefix(keys::prefix(task_id)).next_back() {
@@ -590,16 +602,40 @@ impl TaskStore for EmbeddedHandle {
                 continue;
             }
             swept += 1;
-            batch.remove(&s.t.tasks, task_id.as_str());
-            for item in s.t.events.prefix(keys::prefix(&task_id)) {
-                batch.remove(&s.t.events, item.key().map_err(unavailable)?);
-            }
-            for item in s.t.push.prefix(keys::prefix(&task_id)) {
-                batch.remove(&s.t.push, item.key().map_err(unavailable)?);
-            }
+            s.remove_records(&mut batch, &task_id)?;
             batch.commit().map_err(unavailable)?;
         }
         Ok(swept)
+    }
+
+    async fn task_ids_of_app(&self, app: &str) -> Result<Vec<String>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Owner {
+            #[serde(default = "super::tenants::default_app")]
+            app: String,
+        }
+        let mut ids = Vec::new();
+        for item in self.0.t.tasks.iter() {
+            let (key, value) = item.into_inner().map_err(unavailable)?;
+            if decode::<Owner>(&value)?.app == app {
+                ids.push(String::from_utf8_lossy(&key).into_owned());
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn remove_task(&self, task_id: &str) -> Result<bool, StoreError> {
+        let s = &self.0;
+        let mut live = s.lock(task_id);
+        let Some(task) = s.current_task(&mut live, task_id)?.task else { return Ok(false) };
+        if !task.task.status.state.is_terminal() {
+            live.insert(task_id.to_string(), LiveTask { task: Some(task), pending: Vec::new() });
+            return Err(StoreError::Conflict(format!("Task {task_id} is still live")));
+        }
+        let mut batch = s.batch(true);
+        s.remove_records(&mut batch, task_id)?;
+        batch.commit().map_err(unavailable)?;
+        Ok(true)
     }
 
     async fn flushed(&self) -> Result<(), StoreError> {

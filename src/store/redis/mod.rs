@@ -496,6 +496,18 @@ const LIVE_CACHE_LIMIT: usize = 100_000;
 /// Re-reads after a sequence conflict before giving up.
 const MAX_CONFLICTS: usize = 16;
 
+/// `text` with Redis glob metacharacters escaped.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("Redis: {e}"))
 }
@@ -615,6 +627,65 @@ impl TaskStore for RedisBackend {
             if swept < SWEEP_BATCH {
                 return Ok(total);
             }
+        }
+    }
+
+    async fn task_ids_of_app(&self, app: &str) -> Result<Vec<String>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Owner {
+            #[serde(default = "crate::store::tenants::default_app")]
+            app: String,
+        }
+        let k = &self.0.keys;
+        let prefix = k.task("");
+        let mut conn = self.0.conn();
+        let mut ids = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}*", glob_escape(&prefix)))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if !keys.is_empty() {
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.hget(key, "data");
+                }
+                let records: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+                for (key, record) in keys.iter().zip(records) {
+                    if let Some(record) = record {
+                        if decode::<Owner>(&record)?.app == app {
+                            ids.push(key[prefix.len()..].to_string());
+                        }
+                    }
+                }
+            }
+            if next == 0 {
+                return Ok(ids);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn remove_task(&self, task_id: &str) -> Result<bool, StoreError> {
+        let k = &self.0.keys;
+        let removed: i64 = scripts::REMOVE_TASK
+            .key(k.task(task_id))
+            .key(k.events(task_id))
+            .key(k.push(task_id))
+            .key(k.expiry())
+            .arg(task_id)
+            .invoke_async(&mut self.0.conn())
+            .await
+            .map_err(unavailable)?;
+        match removed {
+            -1 => Err(StoreError::Conflict(format!("Task {task_id} is still live"))),
+            n => Ok(n == 1),
         }
     }
 

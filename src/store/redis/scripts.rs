@@ -307,3 +307,22 @@ return counts
 "#,
     )
 });
+
+/// Removes a terminal task with its log and push configs. KEYS: 1 task, 2 events, 3 push,
+/// 4 expiry. ARGV: 1 task id. Returns 1, 0 when there is no such task, -1 when it is not
+/// terminal.
+pub static REMOVE_TASK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local data = redis.call('HGET', KEYS[1], 'data')
+if not data then return 0 end
+local state = cjson.decode(data)['task']['status']['state']
+if state ~= 'completed' and state ~= 'canceled' and state ~= 'failed' and state ~= 'rejected' then
+  return -1
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return 1
+"#,
+    )
+});
