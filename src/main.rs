@@ -9,6 +9,7 @@ use std::time::Duration;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use switchyard::auth::external::ExternalIssuer;
 use switchyard::auth::AuthOptions;
 use switchyard::config::{parse_duration, Config};
 use switchyard::http::limits::RateLimit;
@@ -99,6 +100,16 @@ struct ServeArgs {
     /// kept in the store.
     #[arg(long, env = "SWITCHYARD_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
+    /// JWKS URL of an external OIDC issuer whose tokens are accepted beside the server's own
+    /// (needs --auth-issuer; turns authentication on).
+    #[arg(long, env = "SWITCHYARD_AUTH_JWKS_URL", requires = "auth_issuer")]
+    auth_jwks_url: Option<String>,
+    /// `iss` the external issuer's tokens must carry.
+    #[arg(long, env = "SWITCHYARD_AUTH_ISSUER")]
+    auth_issuer: Option<String>,
+    /// `aud` the external issuer's tokens must carry.
+    #[arg(long, env = "SWITCHYARD_AUTH_AUDIENCE", default_value = "switchyard")]
+    auth_audience: String,
     /// A request rate limit, `SCOPE=N/WINDOW` with scope app, user (token subject), session
     /// (X-Session-ID) or ip; repeat the flag or separate with commas (e.g. ip=100/1m,app=1000/1m).
     #[arg(long, env = "SWITCHYARD_RATE_LIMIT", value_delimiter = ',')]
@@ -179,6 +190,12 @@ fn run(args: ServeArgs) -> ExitCode {
             issuer: args.issuer,
             token_ttl: args.token_ttl,
             signing_key: args.signing_key,
+            external: match (args.auth_jwks_url, args.auth_issuer) {
+                (Some(jwks_url), Some(issuer)) => {
+                    Some(ExternalIssuer { jwks_url, issuer, audience: args.auth_audience })
+                }
+                _ => None,
+            },
         },
         shutdown_grace: args.shutdown_grace,
     };

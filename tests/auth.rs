@@ -497,3 +497,80 @@ where
     }
     panic!("{what}: not within 5 s");
 }
+
+/// A token with any claims, signed ES256 by `record` under `kid`.
+fn sign_claims(record: &switchyard::store::tenants::KeyRecord, kid: &str, claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.to_string());
+    let der = STANDARD.decode(&record.pkcs8).unwrap();
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&der)).unwrap()
+}
+
+// Multi-threaded: the issuer's endpoint must answer while the test waits for the server to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_an_external_issuer_are_accepted_beside_our_own() {
+    // The issuer's JWKS endpoint: an ES256 key, and a symmetric key that must never be used.
+    let idp = keys::generate().unwrap();
+    let jwk = keys::SigningKey::from_record(&idp).unwrap().jwk;
+    let jwks = json!({"keys": [jwk.clone(), {"kty": "oct", "k": URL_SAFE_NO_PAD.encode("shared"), "kid": "hmac", "alg": "HS256"}]});
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    let routes = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, routes).await });
+    let args = [
+        "--auth-secret",
+        ADMIN_SECRET,
+        "--auth-jwks-url",
+        &jwks_url,
+        "--auth-issuer",
+        "https://idp.test",
+        "--auth-audience",
+        "agents-api",
+    ];
+    let s = Server::start_with(AUTH_CONFIG, ":memory:", &args).await;
+    let (app_id, own) = create_app(&s, "team-o").await;
+
+    let now = switchyard::clock::now_ms() / 1000;
+    let valid = json!({"iss": "https://idp.test", "aud": "agents-api", "sub": "user-42", "iat": now, "exp": now + 600});
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut claims = valid.clone();
+        change(&mut claims);
+        sign_claims(&idp, &idp.kid, &claims)
+    };
+    let token = sign_claims(&idp, &idp.kid, &valid);
+    assert_eq!(send_as(&s, Some(&token), "inner").await.0, 200, "the default app's internal agent");
+    let routed = with(&|c| c["tenant_id"] = json!(app_id));
+    assert_eq!(send_as(&s, Some(&routed), "helper").await.0, 200, "tenant_id routes to the app");
+    assert_eq!(send_as(&s, Some(&own), "helper").await.0, 200, "the server's own tokens still work");
+
+    let hmac = {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("hmac".into());
+        jsonwebtoken::encode(&h, &valid, &EncodingKey::from_secret(b"shared")).unwrap()
+    };
+    let keyed_with_jwk = {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some(idp.kid.clone());
+        jsonwebtoken::encode(&h, &valid, &EncodingKey::from_secret(jwk.to_string().as_bytes())).unwrap()
+    };
+    let refused = [
+        (with(&|c| c["aud"] = json!("someone-else")), "wrong audience"),
+        (with(&|c| c["iss"] = json!("https://evil.test")), "wrong issuer"),
+        (with(&|c| c["exp"] = json!(now - 3600)), "expired"),
+        (with(&|c| c.as_object_mut().unwrap().remove("sub").map(drop).unwrap_or(())), "no subject"),
+        (with(&|c| c["tenant_id"] = json!("app_nope")), "unknown app"),
+        (hmac, "a symmetric key published in the JWKS"),
+        (keyed_with_jwk, "HS256 keyed with the public JWK"),
+        (sign_claims(&keys::generate().unwrap(), &idp.kid, &valid), "another key under the issuer's kid"),
+    ];
+    for (bad, what) in &refused {
+        let (status, body) = send_as(&s, Some(bad), "inner").await;
+        assert_unauthorized(status, &body, what);
+    }
+}

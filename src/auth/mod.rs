@@ -6,6 +6,7 @@
 //! the app's token generation (revocation). A verified token is cached until it expires, so each
 //! token costs one signature check; the generation is checked on every request.
 
+pub mod external;
 pub mod keys;
 mod secret;
 mod tokens;
@@ -46,6 +47,8 @@ pub struct AuthOptions {
     pub token_ttl: Duration,
     /// A PKCS#8 PEM file holding the P-256 signing key to use.
     pub signing_key: Option<PathBuf>,
+    /// An OIDC issuer whose tokens are accepted too.
+    pub external: Option<external::ExternalIssuer>,
 }
 
 /// Who sent a request.
@@ -78,12 +81,15 @@ impl Caller {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unauthorized;
 
+#[derive(Clone)]
 struct Verified {
     app: String,
     subject: String,
     generation: u64,
     /// Expiry in ms, leeway included.
     expires_ms: u64,
+    /// Minted by the external issuer: no token generation applies.
+    external: bool,
 }
 
 /// Authentication of one deployment.
@@ -98,6 +104,7 @@ pub struct Auth {
     last_app_reload: Mutex<Instant>,
     cache: Mutex<HashMap<String, Verified>>,
     validation: Validation,
+    external: Option<Arc<external::ExternalKeys>>,
 }
 
 impl Auth {
@@ -130,6 +137,10 @@ impl Auth {
         validation.set_issuer(&[&issuer]);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        let external = match &options.external {
+            Some(issuer) => Some(external::ExternalKeys::start(issuer.clone(), LEEWAY_SECS).await),
+            None => None,
+        };
         let auth = Arc::new(Auth {
             admin_secret: options.admin_secret.as_ref().map(|s| s.as_bytes().to_vec()),
             issuer,
@@ -141,13 +152,19 @@ impl Auth {
             last_app_reload: Mutex::new(Instant::now().checked_sub(APP_RELOAD_INTERVAL).unwrap_or_else(Instant::now)),
             cache: Mutex::new(HashMap::new()),
             validation,
+            external,
         });
         auth.watch_keys();
         Ok(auth)
     }
 
-    /// Authentication (and the admin API) is on.
+    /// Authentication is on: an admin secret or an external issuer is configured.
     pub fn enabled(&self) -> bool {
+        self.admin_secret.is_some() || self.external.is_some()
+    }
+
+    /// The admin API is on.
+    pub fn admin_enabled(&self) -> bool {
         self.admin_secret.is_some()
     }
 
@@ -167,10 +184,12 @@ impl Auth {
 
     /// The caller of a request, from its `Authorization` header.
     pub async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, Unauthorized> {
-        let Some(admin_secret) = &self.admin_secret else { return Ok(Caller::Anonymous) };
+        if !self.enabled() {
+            return Ok(Caller::Anonymous);
+        }
         let Some(value) = authorization else { return Ok(Caller::Anonymous) };
         let token = bearer(value).ok_or(Unauthorized)?;
-        if secret::matches(token.as_bytes(), admin_secret) {
+        if self.admin_secret.as_ref().is_some_and(|secret| secret::matches(token.as_bytes(), secret)) {
             return Ok(Caller::Admin);
         }
         self.verify(token).await
@@ -189,28 +208,25 @@ impl Auth {
         let now = now_ms();
         let cached = {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            cache.get(token).filter(|v| v.expires_ms > now).map(|v| (v.app.clone(), v.subject.clone(), v.generation))
+            cache.get(token).filter(|v| v.expires_ms > now).cloned()
         };
-        let (app, subject, generation) = match cached {
+        let verified = match cached {
             Some(hit) => hit,
             None => {
-                let claims = self.check_signature(token).await?;
-                let verified = Verified {
-                    app: claims.tenant_id.clone(),
-                    subject: claims.sub.clone(),
-                    generation: claims.gen,
-                    expires_ms: (claims.exp + LEEWAY_SECS) * 1000,
-                };
-                let hit = (verified.app.clone(), verified.subject.clone(), verified.generation);
+                let verified = self.check_signature(token).await?;
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.len() >= CACHE_LIMIT {
                     cache.clear();
                 }
-                cache.insert(token.to_string(), verified);
-                hit
+                cache.insert(token.to_string(), verified.clone());
+                verified
             }
         };
-        let current = |tenants: &Tenants| tenants.get(&app).map(|t| t.record.token_generation);
+        let Verified { app, subject, generation, external, .. } = verified;
+        // External tokens have no generation: the app only has to exist.
+        let current = |tenants: &Tenants| {
+            tenants.get(&app).map(|t| if external { generation } else { t.record.token_generation })
+        };
         let mut known = current(&self.tenants);
         if known != Some(generation) && self.may_reload(&self.last_app_reload, APP_RELOAD_INTERVAL) {
             // The app (or its new generation) may have been written a moment ago on another
@@ -226,19 +242,46 @@ impl Auth {
         }
     }
 
-    async fn check_signature(&self, token: &str) -> Result<Claims, Unauthorized> {
+    /// Checks a token's signature and claims, with this server's keys or the external issuer's.
+    async fn check_signature(&self, token: &str) -> Result<Verified, Unauthorized> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Unauthorized)?;
-        if header.alg != Algorithm::ES256 {
-            return Err(Unauthorized);
-        }
         let kid = header.kid.ok_or(Unauthorized)?;
+        if header.alg == Algorithm::ES256 {
+            if let Some(claims) = self.check_own(token, &kid).await? {
+                return Ok(Verified {
+                    app: claims.tenant_id,
+                    subject: claims.sub,
+                    generation: claims.gen,
+                    expires_ms: (claims.exp + LEEWAY_SECS) * 1000,
+                    external: false,
+                });
+            }
+        }
+        match &self.external {
+            Some(external) if external.knows(&kid).await => {
+                let claims = external.verify(token, &kid, header.alg).ok_or(Unauthorized)?;
+                Ok(Verified {
+                    app: claims.tenant_id.unwrap_or_else(|| crate::store::tenants::DEFAULT_APP.to_string()),
+                    subject: claims.sub,
+                    generation: 0,
+                    expires_ms: (claims.exp + LEEWAY_SECS) * 1000,
+                    external: true,
+                })
+            }
+            _ => Err(Unauthorized),
+        }
+    }
+
+    /// The claims of a token signed with one of this server's keys; `None` when `kid` is not
+    /// one of them.
+    async fn check_own(&self, token: &str, kid: &str) -> Result<Option<Claims>, Unauthorized> {
         let mut ring = self.ring();
-        if ring.get(&kid).is_none() && self.may_reload(&self.last_key_reload, KEY_RELOAD_INTERVAL) {
+        if ring.get(kid).is_none() && self.may_reload(&self.last_key_reload, KEY_RELOAD_INTERVAL) {
             // Another instance may have rotated the keys a moment ago.
             self.reload_keys().await;
             ring = self.ring();
         }
-        let key = ring.get(&kid).ok_or(Unauthorized)?;
+        let Some(key) = ring.get(kid) else { return Ok(None) };
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).map_err(|e| {
             tracing::debug!(error = %e, "token refused");
             Unauthorized
@@ -246,7 +289,7 @@ impl Auth {
         if data.claims.sub != data.claims.tenant_id {
             return Err(Unauthorized);
         }
-        Ok(data.claims)
+        Ok(Some(data.claims))
     }
 
     /// Throttles reloads caused by requests, so unknown ids cannot turn into a store read each.

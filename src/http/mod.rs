@@ -62,7 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(cards::router())
         .merge(a2a::router(state.options.max_body_bytes))
         .merge(apps::public_router())
-        .merge(if state.auth.enabled() { admin_router(&state) } else { Router::new() })
+        .merge(if state.auth.admin_enabled() { admin_router(&state) } else { Router::new() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::rate_limit));
     let observed = state.metrics.is_some();
     Router::new()

@@ -34,12 +34,13 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let store = &state.engine.backend().store;
     let enabled = state.auth.enabled();
+    let admin = state.auth.admin_enabled();
     let mut body = json!({
         "status": "ok",
         "store": store.kind(),
         "version": env!("CARGO_PKG_VERSION"),
-        "auth": {"enabled": enabled, "type": if enabled { "jwt" } else { "none" }, "issuer": state.auth.issuer(), "admin": enabled},
-        "admin": {"enabled": enabled},
+        "auth": {"enabled": enabled, "type": if enabled { "jwt" } else { "none" }, "issuer": state.auth.issuer(), "admin": admin},
+        "admin": {"enabled": admin},
     });
     match store.health().await {
         Ok(()) => (StatusCode::OK, Json(body)),
