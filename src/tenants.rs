@@ -44,14 +44,7 @@ impl Tenants {
         let record = match stored {
             Some(record) if record.config_json == config_json => None,
             Some(record) => Some(AppRecord { config_json, updated_ms: now, ..record }),
-            None => Some(AppRecord {
-                id: DEFAULT_APP.into(),
-                name: DEFAULT_APP.into(),
-                config_json,
-                created_ms: now,
-                updated_ms: now,
-                token_generation: 0,
-            }),
+            None => Some(default_record(config_json, now)),
         };
         if let Some(record) = record {
             store.put_app(&record).await?;
@@ -67,23 +60,6 @@ impl Tenants {
         self.snapshot().get(app_id).cloned()
     }
 
-    /// The default app (`config.yaml`); present from start to end.
-    pub fn default_app(&self) -> Arc<Tenant> {
-        match self.get(DEFAULT_APP) {
-            Some(tenant) => tenant,
-            None => Arc::new(self.default_tenant(None)),
-        }
-    }
-
-    /// Every app, default first, then by name.
-    pub fn all(&self) -> Vec<Arc<Tenant>> {
-        let mut apps: Vec<Arc<Tenant>> = self.snapshot().values().cloned().collect();
-        apps.sort_by(|a, b| {
-            (a.record.id != DEFAULT_APP, &a.record.name).cmp(&(b.record.id != DEFAULT_APP, &b.record.name))
-        });
-        apps
-    }
-
     /// The store apps live in.
     pub fn store(&self) -> &Arc<dyn TenantStore> {
         &self.inner.store
@@ -95,14 +71,7 @@ impl Tenants {
 
     fn default_tenant(&self, record: Option<AppRecord>) -> Tenant {
         let config = self.inner.default_config.clone();
-        let record = record.unwrap_or_else(|| AppRecord {
-            id: DEFAULT_APP.into(),
-            name: DEFAULT_APP.into(),
-            config_json: serde_json::to_string(&config).unwrap_or_default(),
-            created_ms: 0,
-            updated_ms: 0,
-            token_generation: 0,
-        });
+        let record = record.unwrap_or_else(|| default_record(serde_json::to_string(&config).unwrap_or_default(), 0));
         Tenant { agents: AgentRegistry::from_config(&config), config, record }
     }
 
@@ -147,5 +116,17 @@ impl Tenants {
                 }
             }
         });
+    }
+}
+
+/// The record of the default app (`config.yaml`).
+fn default_record(config_json: String, now_ms: u64) -> AppRecord {
+    AppRecord {
+        id: DEFAULT_APP.into(),
+        name: DEFAULT_APP.into(),
+        config_json,
+        created_ms: now_ms,
+        updated_ms: now_ms,
+        token_generation: 0,
     }
 }

@@ -351,10 +351,7 @@ fn key_file(dir: &std::path::Path) -> (std::path::PathBuf, switchyard::store::te
 }
 
 fn sign(record: &switchyard::store::tenants::KeyRecord, kid: &str, claims: &Claims) -> String {
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(kid.to_string());
-    let der = STANDARD.decode(&record.pkcs8).unwrap();
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&der)).unwrap()
+    sign_claims(record, kid, &serde_json::to_value(claims).unwrap())
 }
 
 fn segment(value: &Value) -> String {

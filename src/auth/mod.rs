@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::{Algorithm, Header, Validation};
 
 use crate::clock::now_ms;
-use crate::store::tenants::{AppRecord, TenantStore};
+use crate::store::tenants::{AppRecord, KeyRecord, TenantStore};
 use crate::tenants::Tenants;
 use keys::KeyRing;
 pub use tokens::Claims;
@@ -304,9 +304,13 @@ impl Auth {
 
     async fn reload_keys(&self) {
         match self.store.keys().await {
-            Ok(records) => *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(KeyRing::new(&records)),
+            Ok(records) => self.set_keys(&records),
             Err(e) => tracing::warn!(error = %e, "cannot reload signing keys"),
         }
+    }
+
+    fn set_keys(&self, records: &[KeyRecord]) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(KeyRing::new(records));
     }
 
     /// Reloads the keys whenever apps or keys change on any instance.
@@ -350,7 +354,7 @@ impl Auth {
     pub async fn rotate(&self) -> Result<String, String> {
         let key = keys::generate()?;
         let records = self.store.add_key(&key, false).await.map_err(|e| e.to_string())?;
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(KeyRing::new(&records));
+        self.set_keys(&records);
         Ok(key.kid)
     }
 }

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AppState, HttpError};
+use super::{store_error, AppState, HttpError};
 use crate::clock::ms_to_rfc3339;
 use crate::store::StoreError;
 
@@ -33,13 +33,6 @@ fn check_app(query: &AppQuery) -> Result<(), HttpError> {
     match query.app_id.as_deref() {
         None | Some("") | Some("default") => Ok(()),
         Some(other) => Err(HttpError(StatusCode::NOT_FOUND, format!("App {other} not found"))),
-    }
-}
-
-fn store_error(e: StoreError) -> HttpError {
-    match e {
-        StoreError::Unavailable(m) => HttpError(StatusCode::SERVICE_UNAVAILABLE, m),
-        other => HttpError(StatusCode::CONFLICT, other.to_string()),
     }
 }
 

@@ -9,11 +9,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{AppState, HttpError};
+use super::{store_error, AppState, HttpError};
 use crate::clock::{ms_to_rfc3339, now_ms};
 use crate::config::Config;
 use crate::store::tenants::{is_valid_app_name, AppRecord, DEFAULT_APP};
-use crate::store::StoreError;
 
 /// `/.well-known/jwks.json`, served whether or not the admin API is on.
 pub fn public_router() -> Router<AppState> {
@@ -47,14 +46,6 @@ fn view(app: &AppRecord) -> Value {
         "created_at": ms_to_rfc3339(app.created_ms),
         "updated_at": ms_to_rfc3339(app.updated_ms),
     })
-}
-
-fn store_error(e: StoreError) -> HttpError {
-    match e {
-        StoreError::Unavailable(m) => HttpError(StatusCode::SERVICE_UNAVAILABLE, m),
-        StoreError::Conflict(m) => HttpError(StatusCode::CONFLICT, m),
-        other => HttpError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
-    }
 }
 
 fn bad_request(message: impl Into<String>) -> HttpError {

@@ -53,6 +53,16 @@ impl IntoResponse for HttpError {
     }
 }
 
+/// A backend error as an HTTP error: 503 while the backend is unreachable, 409 when the
+/// request conflicts with what is stored (a name taken, a task gone or in the wrong state).
+pub fn store_error(e: crate::store::StoreError) -> HttpError {
+    match e {
+        crate::store::StoreError::Unavailable(m) => HttpError(StatusCode::SERVICE_UNAVAILABLE, m),
+        crate::store::StoreError::Conflict(m) => HttpError(StatusCode::CONFLICT, m),
+        other => HttpError(StatusCode::CONFLICT, other.to_string()),
+    }
+}
+
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");

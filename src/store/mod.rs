@@ -364,6 +364,18 @@ pub trait EventBus: Send + Sync + 'static {
     fn cancellations(&self) -> broadcast::Receiver<String>;
 }
 
+/// The app of an encoded [`StoredTask`], read without decoding the rest of it.
+pub fn app_of_record(record: &[u8]) -> Result<String, StoreError> {
+    #[derive(Deserialize)]
+    struct Owner {
+        #[serde(default = "tenants::default_app")]
+        app: String,
+    }
+    serde_json::from_slice::<Owner>(record)
+        .map(|owner| owner.app)
+        .map_err(|e| StoreError::Unavailable(format!("corrupt record: {e}")))
+}
+
 /// A backend: the three facets, chosen once from configuration.
 #[derive(Clone)]
 pub struct Backend {

@@ -609,15 +609,10 @@ impl TaskStore for EmbeddedHandle {
     }
 
     async fn task_ids_of_app(&self, app: &str) -> Result<Vec<String>, StoreError> {
-        #[derive(serde::Deserialize)]
-        struct Owner {
-            #[serde(default = "super::tenants::default_app")]
-            app: String,
-        }
         let mut ids = Vec::new();
         for item in self.0.t.tasks.iter() {
             let (key, value) = item.into_inner().map_err(unavailable)?;
-            if decode::<Owner>(&value)?.app == app {
+            if super::app_of_record(&value)? == app {
                 ids.push(String::from_utf8_lossy(&key).into_owned());
             }
         }

@@ -631,11 +631,6 @@ impl TaskStore for RedisBackend {
     }
 
     async fn task_ids_of_app(&self, app: &str) -> Result<Vec<String>, StoreError> {
-        #[derive(serde::Deserialize)]
-        struct Owner {
-            #[serde(default = "crate::store::tenants::default_app")]
-            app: String,
-        }
         let k = &self.0.keys;
         let prefix = k.task("");
         let mut conn = self.0.conn();
@@ -659,7 +654,7 @@ impl TaskStore for RedisBackend {
                 let records: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
                 for (key, record) in keys.iter().zip(records) {
                     if let Some(record) = record {
-                        if decode::<Owner>(&record)?.app == app {
+                        if super::app_of_record(&record)? == app {
                             ids.push(key[prefix.len()..].to_string());
                         }
                     }
