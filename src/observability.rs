@@ -49,7 +49,7 @@ pub async fn track_http(request: Request, next: Next) -> Response {
 }
 
 /// A JSON-RPC call's outcome: `ok`, or the error code.
-pub fn rpc_call(method: &'static str, error_code: Option<i64>) {
+pub fn rpc_call(method: String, error_code: Option<i64>) {
     let outcome = error_code.map_or_else(|| "ok".to_string(), |code| code.to_string());
     counter!("switchyard_jsonrpc_requests_total", "method" => method, "outcome" => outcome).increment(1);
 }

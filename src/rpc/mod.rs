@@ -193,33 +193,15 @@ async fn call(ctx: &RpcContext, request: &RawValue, in_batch: bool) -> Called {
         None => return Called::Done(id, Err(RpcError::invalid_request("method is required"))),
     };
     let params = envelope.params;
-    let label = method_label(&method);
     let called = dispatch(ctx, &method, params, id, in_batch).await;
     let error_code = match &called {
         Called::Done(_, Err(e)) => Some(e.code),
         _ => None,
     };
+    // Unknown methods share one label, so callers cannot grow the metric without bound.
+    let label = if error_code == Some(error::METHOD_NOT_FOUND) { "unknown".to_string() } else { method };
     crate::observability::rpc_call(label, error_code);
     called
-}
-
-/// The method as a metrics label (unknown methods share one).
-fn method_label(method: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "message/send",
-        "message/stream",
-        "tasks/get",
-        "tasks/cancel",
-        "tasks/resubscribe",
-        "tasks/pushNotificationConfig/set",
-        "tasks/pushNotificationConfig/get",
-        "tasks/pushNotificationConfig/list",
-        "tasks/pushNotificationConfig/delete",
-        "tasks/pushNotification/set",
-        "tasks/pushNotification/get",
-        "agent/getAuthenticatedExtendedCard",
-    ];
-    KNOWN.iter().find(|m| **m == method).copied().unwrap_or("unknown")
 }
 
 async fn dispatch(ctx: &RpcContext, method: &str, params: Option<Value>, id: Box<RawValue>, in_batch: bool) -> Called {
