@@ -73,6 +73,9 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
     let app = http::router(AppState { engine: engine.clone(), auth, options: Arc::new(options.http.clone()), metrics });
     tracing::info!(%local, store = backend.store.kind(), workers = options.workers, "switchyard started");
     // Tests and scripts read this line to learn the port when started with --port 0.
+    // Handlers first: a SIGTERM sent as soon as the address is printed must shut down gracefully,
+    // not kill the process with the signal's default action.
+    let signal = shutdown_signal();
     println!("switchyard listening on http://{local}");
 
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -84,7 +87,7 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
                 .await
         })
     };
-    wait_for_signal().await;
+    signal.await;
     tracing::info!("shutting down: finishing running turns");
     shutdown.cancel();
     engine.backend().queue.close();
@@ -114,24 +117,32 @@ fn spawn_sweeper(store: Arc<dyn store::TaskStore>) {
     });
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or Ctrl-C. The handlers are registered when this is called, not when
+/// the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let streams = signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)));
+        async move {
+            match streams {
+                Ok((mut term, mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// A string error for the binary's top level.
