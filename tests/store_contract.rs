@@ -51,8 +51,21 @@ fn create(task_id: &str, job_id: &str) -> Change {
             metadata: None,
         },
         agent: "echo".into(),
+        user: "default".into(),
         job: job(job_id, task_id),
         push_config: None,
+    }
+}
+
+/// A creation in `app` and `context` by `user`.
+fn create_in(task_id: &str, app: &str, context: &str, user: &str) -> Change {
+    match create(task_id, &format!("job-{task_id}")) {
+        Change::Create { mut task, agent, mut job, push_config, .. } => {
+            task.context_id = context.to_string();
+            job.app = app.to_string();
+            Change::Create { task, agent, user: user.to_string(), job, push_config }
+        }
+        _ => unreachable!(),
     }
 }
 
@@ -278,15 +291,8 @@ async fn dead_letters_are_listed_and_requeued(b: Backend) {
 }
 
 async fn an_apps_tasks_are_found_and_removed(b: Backend) {
-    let in_app = |change: Change, app: &str| match change {
-        Change::Create { task, agent, mut job, push_config } => {
-            job.app = app.to_string();
-            Change::Create { task, agent, job, push_config }
-        }
-        other => other,
-    };
-    b.store.apply(in_app(create("a1", "j1"), "team-a")).await.unwrap();
-    b.store.apply(in_app(create("a2", "j2"), "team-a")).await.unwrap();
+    b.store.apply(create_in("a1", "team-a", "ctx", "default")).await.unwrap();
+    b.store.apply(create_in("a2", "team-a", "ctx", "default")).await.unwrap();
     b.store.apply(create("d1", "j3")).await.unwrap();
     assert_eq!(b.store.get_task("a1").await.unwrap().unwrap().app, "team-a");
     let mut ids = b.store.task_ids_of_app("team-a").await.unwrap();
@@ -298,7 +304,7 @@ async fn an_apps_tasks_are_found_and_removed(b: Backend) {
     assert!(matches!(b.store.remove_task("a1").await, Err(StoreError::Conflict(_))), "a live task stays");
     b.store.apply(Change::Cancel { task_id: "a1".into() }).await.unwrap();
     b.store.apply(chunk("a2", "x", false)).await.ok();
-    b.store.apply(finish("a2", "j2", TaskState::Completed)).await.unwrap();
+    b.store.apply(finish("a2", "job-a2", TaskState::Completed)).await.unwrap();
     for id in ["a1", "a2"] {
         assert!(b.store.remove_task(id).await.unwrap(), "{id}");
         assert!(b.store.get_task(id).await.unwrap().is_none(), "{id}");
@@ -307,6 +313,64 @@ async fn an_apps_tasks_are_found_and_removed(b: Backend) {
     }
     assert!(b.store.task_ids_of_app("team-a").await.unwrap().is_empty());
     assert!(b.store.get_task("d1").await.unwrap().is_some(), "other apps' tasks stay");
+}
+
+async fn sessions_are_indexed_in_the_order_they_begin(b: Backend) {
+    let s = &b.sessions;
+    // A context id may hold anything a client sends.
+    let odd = "odd:ctx\u{0}with/parts";
+    b.store.apply(create_in("t1", "default", "ctx-a", "alice")).await.unwrap();
+    b.store.apply(create_in("t2", "default", "ctx-a", "bob")).await.unwrap();
+    b.store.apply(create_in("t3", "default", "ctx-b", "bob")).await.unwrap();
+    b.store.apply(create_in("t4", "team-a", "ctx-a", "carol")).await.unwrap();
+    b.store.apply(create_in("t5", "default", odd, "bob")).await.unwrap();
+
+    let all = s.sessions("default", None, 0, 10).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["ctx-a", "ctx-b", odd]);
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position), "{all:?}");
+    assert_eq!(all[0].user_id, "alice", "the session belongs to whoever began it");
+    assert_eq!(all[0].app, "default");
+
+    let page: Vec<String> =
+        s.sessions("default", None, all[0].position, 1).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(page, ["ctx-b"], "paging continues after a position");
+    let bobs: Vec<String> =
+        s.sessions("default", Some("bob"), 0, 10).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(bobs, ["ctx-b", odd], "a user's sessions are those they began");
+    let team: Vec<String> = s.sessions("team-a", None, 0, 10).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(team, ["ctx-a"], "apps keep their sessions apart even with the same context id");
+
+    let tasks = s.session_tasks("default", "ctx-a").await.unwrap();
+    let task_ids: Vec<&str> = tasks.iter().map(|t| t.task.task.id.as_str()).collect();
+    assert_eq!(task_ids, ["t1", "t2"]);
+    assert!(tasks.iter().all(|t| t.event_count == 1), "one creation event each");
+    assert_eq!(s.session("default", odd).await.unwrap().unwrap().user_id, "bob");
+    assert!(s.session("default", "ctx-c").await.unwrap().is_none());
+
+    // A session with tasks is kept when only an empty one may go; once its tasks are gone it goes.
+    assert!(!s.forget_session("default", "ctx-a", true).await.unwrap());
+    for id in ["t1", "t2"] {
+        b.store.apply(Change::Cancel { task_id: id.into() }).await.unwrap();
+        assert!(b.store.remove_task(id).await.unwrap());
+    }
+    assert!(s.session_tasks("default", "ctx-a").await.unwrap().is_empty(), "removed tasks leave the index");
+    assert!(s.forget_session("default", "ctx-a", true).await.unwrap());
+    assert!(s.session("default", "ctx-a").await.unwrap().is_none());
+    assert!(!s.forget_session("default", "ctx-a", false).await.unwrap(), "forgotten once");
+    let ids: Vec<String> = s.sessions("default", None, 0, 10).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(ids, ["ctx-b", odd]);
+    assert!(s.session("team-a", "ctx-a").await.unwrap().is_some(), "the other app's session stays");
+
+    // A context begun by many tasks at once is one session, numbered after every earlier one.
+    let creations = (0..16).map(|i| b.store.apply(create_in(&format!("c{i}"), "default", "busy", "dave")));
+    for applied in futures::future::join_all(creations).await {
+        applied.unwrap();
+    }
+    let all = s.sessions("default", None, 0, 100).await.unwrap();
+    assert_eq!(all.iter().filter(|e| e.id == "busy").count(), 1, "{all:?}");
+    assert_eq!(all.last().unwrap().id, "busy");
+    assert_eq!(s.session_tasks("default", "busy").await.unwrap().len(), 16);
 }
 
 macro_rules! contract_tests {
@@ -326,7 +390,8 @@ macro_rules! contract_tests {
                 subscribers_see_events_after_they_are_readable,
                 stats_count_outcomes_and_waiting_jobs,
                 dead_letters_are_listed_and_requeued,
-                an_apps_tasks_are_found_and_removed
+                an_apps_tasks_are_found_and_removed,
+                sessions_are_indexed_in_the_order_they_begin
             );
         }
     };

@@ -71,6 +71,14 @@ impl Caller {
         }
     }
 
+    /// The user recorded on what this caller creates: a token's subject, else the default user.
+    pub fn user(&self) -> &str {
+        match self {
+            Caller::App { subject, .. } => subject,
+            _ => crate::store::sessions::DEFAULT_USER,
+        }
+    }
+
     /// Presented valid credentials.
     pub fn is_authenticated(&self) -> bool {
         !matches!(self, Caller::Anonymous)

@@ -2,6 +2,7 @@
 //! callers follow tasks. It is the only writer of task state (through [`TaskStore::apply`]).
 
 pub mod follow;
+pub mod sessions;
 pub mod state;
 
 use std::collections::HashMap;
@@ -70,6 +71,14 @@ struct Inner {
     push: PushDelivery,
     options: EngineOptions,
     shutdown: CancellationToken,
+}
+
+/// Who a message is for and from: the app and agent addressed, and the caller's user.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub app: &'a str,
+    pub agent: &'a str,
+    pub user: &'a str,
 }
 
 /// A submitted message: the task it created or continued and, when asked for, the turn's
@@ -147,16 +156,16 @@ impl Engine {
         self.inner.backend.queue.close();
     }
 
-    /// Creates a task (or continues one when the message names `taskId`) for `agent`.
+    /// Creates a task (or continues one when the message names `taskId`) for the origin's agent.
     pub async fn submit(
         &self,
-        app: &str,
-        agent: &str,
+        origin: Origin<'_>,
         mut message: Message,
         push_config: Option<PushNotificationConfig>,
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
         follow: bool,
     ) -> Result<Submitted, EngineError> {
+        let Origin { app, agent, user } = origin;
         let job_id = uuid::Uuid::now_v7().to_string();
         let change = match message.task_id.clone() {
             Some(task_id) => {
@@ -199,6 +208,7 @@ impl Engine {
                 Change::Create {
                     task,
                     agent: agent.to_string(),
+                    user: user.to_string(),
                     job: new_job(job_id, &task_id, app, agent),
                     push_config,
                 }
@@ -239,28 +249,32 @@ impl Engine {
         Ok((*applied.task).clone())
     }
 
-    /// Removes every task of an app (a deleted app): live ones are canceled first, which stops
-    /// their turns and drops their jobs. Returns how many were removed.
+    /// Removes every task and session of an app (a deleted app): live tasks are canceled
+    /// first, which stops their turns and drops their jobs. Returns how many tasks were removed.
     pub async fn purge_app(&self, app: &str) -> Result<usize, EngineError> {
-        let store = &self.inner.backend.store;
         let mut removed = 0;
-        for task_id in store.task_ids_of_app(app).await? {
-            for _ in 0..3 {
-                match store.remove_task(&task_id).await {
-                    Ok(true) => removed += 1,
-                    Ok(false) => {}
-                    Err(StoreError::Conflict(_)) => {
-                        // Not terminal: cancel, then remove (a cancel racing the turn's own end
-                        // is refused as not cancelable, which is just as good).
-                        let _ = self.cancel(&task_id).await;
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
+        for task_id in self.inner.backend.store.task_ids_of_app(app).await? {
+            removed += usize::from(self.remove_task(&task_id).await?);
+        }
+        self.forget_sessions_of_app(app).await?;
+        Ok(removed)
+    }
+
+    /// Removes a task with its log; a live one is canceled first. False when it was gone.
+    async fn remove_task(&self, task_id: &str) -> Result<bool, EngineError> {
+        let store = &self.inner.backend.store;
+        for _ in 0..3 {
+            match store.remove_task(task_id).await {
+                Ok(removed) => return Ok(removed),
+                // Not terminal: cancel, then remove (a cancel racing the turn's own end is
+                // refused as not cancelable, which is just as good).
+                Err(StoreError::Conflict(_)) => {
+                    let _ = self.cancel(task_id).await;
                 }
-                break;
+                Err(e) => return Err(e.into()),
             }
         }
-        Ok(removed)
+        Err(EngineError::Unavailable(format!("Task {task_id} kept running while it was being removed")))
     }
 
     /// Follows a task: its current snapshot plus live events newer than the snapshot.

@@ -36,7 +36,7 @@ pub fn transition(current: &mut Option<StoredTask>, change: Change) -> Result<(S
     let now = now_ms();
     let mut effects = Effects::default();
     let event = match change {
-        Change::Create { task, agent, job, push_config } => {
+        Change::Create { task, agent, user, job, push_config } => {
             if current.is_some() {
                 return Err(StoreError::TaskExists(task.id));
             }
@@ -46,6 +46,7 @@ pub fn transition(current: &mut Option<StoredTask>, change: Change) -> Result<(S
             *current = Some(StoredTask {
                 task,
                 app: job.app.clone(),
+                user,
                 agent,
                 seq: 1,
                 job_id: Some(job.id.clone()),

@@ -72,6 +72,7 @@ async fn json_rpc(
         engine: state.engine.clone(),
         app: tenant.record.id.clone(),
         agent: name,
+        user: caller.user().to_string(),
         last_event_id: last_event_id(&headers),
         card: CardRequest {
             agent,

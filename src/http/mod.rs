@@ -7,6 +7,7 @@ pub mod apps;
 pub mod auth;
 pub mod cards;
 pub mod limits;
+pub mod sessions;
 pub mod system;
 
 use std::sync::Arc;
@@ -63,6 +64,17 @@ pub fn store_error(e: crate::store::StoreError) -> HttpError {
     }
 }
 
+impl From<crate::engine::EngineError> for HttpError {
+    fn from(e: crate::engine::EngineError) -> Self {
+        use crate::engine::EngineError;
+        match e {
+            EngineError::Unavailable(m) => HttpError(StatusCode::SERVICE_UNAVAILABLE, m),
+            EngineError::TaskNotFound(_) => HttpError(StatusCode::NOT_FOUND, e.to_string()),
+            other => HttpError(StatusCode::CONFLICT, other.to_string()),
+        }
+    }
+}
+
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
@@ -95,6 +107,7 @@ fn admin_router(state: &AppState) -> Router<AppState> {
     Router::new()
         .merge(admin::router())
         .merge(apps::router())
+        .merge(sessions::router())
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_admin))
         .merge(apps::jwks_router())
 }

@@ -21,10 +21,19 @@ pub struct RpcContext {
     pub app: String,
     /// The agent addressed by the URL.
     pub agent: String,
+    /// The caller's user (a token's subject), recorded on the tasks it creates.
+    pub user: String,
     /// `Last-Event-ID` of a resuming stream client.
     pub last_event_id: Option<u64>,
     /// What `agent/getAuthenticatedExtendedCard` needs.
     pub card: CardRequest,
+}
+
+impl RpcContext {
+    /// Who a submitted message is for and from.
+    pub fn origin(&self) -> crate::engine::Origin<'_> {
+        crate::engine::Origin { app: &self.app, agent: &self.agent, user: &self.user }
+    }
 }
 
 /// The addressed agent and how the caller may see its card.

@@ -12,6 +12,7 @@ pub mod bus;
 pub mod embedded;
 pub mod limits;
 pub mod redis;
+pub mod sessions;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -47,6 +48,9 @@ pub struct StoredTask {
     /// App (tenant) the task belongs to.
     #[serde(default = "tenants::default_app")]
     pub app: String,
+    /// User whose message created the task (a token's subject).
+    #[serde(default = "sessions::default_user")]
+    pub user: String,
     /// Agent that runs the task.
     pub agent: String,
     /// Sequence number of the last event in the task's log.
@@ -99,8 +103,9 @@ pub struct LoggedEvent {
 #[derive(Debug, Clone)]
 pub enum Change {
     /// A new task with its first user message; queues `job`. A push config sent with the
-    /// message is stored in the same write, so it sees the very first status.
-    Create { task: Task, agent: String, job: Job, push_config: Option<PushNotificationConfig> },
+    /// message is stored in the same write, so it sees the very first status. The first task
+    /// of a context also indexes its session (see [`sessions`]).
+    Create { task: Task, agent: String, user: String, job: Job, push_config: Option<PushNotificationConfig> },
     /// A user message that continues an interrupted task; queues `job`.
     Continue { task_id: String, message: Message, job: Job, push_config: Option<PushNotificationConfig> },
     /// A worker starts (or retries) the job's turn: state `working`. On a retry the artifacts
@@ -383,5 +388,6 @@ pub struct Backend {
     pub queue: Arc<dyn TaskQueue>,
     pub bus: Arc<dyn EventBus>,
     pub tenants: Arc<dyn tenants::TenantStore>,
+    pub sessions: Arc<dyn sessions::SessionIndex>,
     pub limits: Arc<dyn limits::RateCounter>,
 }

@@ -19,6 +19,7 @@
 //! events in sequence order and a reader never sees an event before the write it describes.
 
 mod keys;
+mod sessions;
 mod tenants;
 
 use std::collections::{HashMap, HashSet};
@@ -104,12 +105,14 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         dead: keyspace("dead_letters")?,
         meta: keyspace("meta")?,
         expiry: keyspace("expiry")?,
+        sessions: keyspace("sessions")?,
     };
     let tenants = Arc::new(tenants::EmbeddedTenants::new(db.clone(), keyspace("tenancy")?));
     if let (FsyncPolicy::Interval(every), false) = (options.fsync, temporary) {
         spawn_journal_syncer(path.clone(), every)?;
     }
     let outcomes = load_outcomes(&tables.meta)?;
+    let session_position = sessions::load_position(&tables.meta)?;
     let (ready_tx, ready_rx) = async_channel::unbounded();
     let bus = Arc::new(LocalBus::default());
     let store = Arc::new(EmbeddedStore {
@@ -117,6 +120,7 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         t: tables,
         stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
         outcomes,
+        session_position: Mutex::new(session_position),
         hasher: std::collections::hash_map::RandomState::new(),
         bus: bus.clone(),
         ready_tx,
@@ -132,9 +136,10 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
     let handle = Arc::new(EmbeddedHandle(store));
     Ok(Backend {
         store: handle.clone(),
-        queue: handle,
+        queue: handle.clone(),
         bus,
         tenants,
+        sessions: handle.clone(),
         limits: Arc::new(super::limits::LocalCounter::default()),
     })
 }
@@ -199,8 +204,11 @@ struct Tables {
     dead: Keyspace,
     /// expiry ms, task id → empty
     expiry: Keyspace,
-    /// `outcomes/{stripe}` → Outcomes JSON (counters of finished tasks, per lock stripe)
+    /// `outcomes/{stripe}` → Outcomes JSON (counters of finished tasks, per lock stripe);
+    /// `sessions/position` → the position of the newest session
     meta: Keyspace,
+    /// The session index (see `keys` for its layout)
+    sessions: Keyspace,
 }
 
 /// The embedded store and queue (one object: a task and its job are written together).
@@ -214,6 +222,9 @@ pub struct EmbeddedStore {
     /// Outcome counters per stripe, changed under the stripe's lock and written in the same
     /// batch as the change they count, so they are exact across crashes.
     outcomes: Vec<Mutex<Outcomes>>,
+    /// Position of the newest session. Held while a task creation commits, so sessions become
+    /// visible in the order of their positions.
+    session_position: Mutex<u64>,
     hasher: std::collections::hash_map::RandomState,
     bus: Arc<LocalBus>,
     ready_tx: async_channel::Sender<Job>,
@@ -303,6 +314,7 @@ impl EmbeddedStore {
         let task_id = change.task_id().to_string();
         let sync = change.needs_sync();
         let canceled = matches!(change, Change::Cancel { .. });
+        let creates = matches!(change, Change::Create { .. });
         let mut live = self.lock(&task_id);
         let LiveTask { task: cached, mut pending } = self.current_task(&mut live, &task_id)?;
         // The cache's Arc is usually the only one left by now: take the task without a copy.
@@ -380,6 +392,7 @@ impl EmbeddedStore {
                 batch.insert(&t.meta, format!("outcomes/{stripe}"), encode(&*outcomes));
             }
             extra(&mut batch, t);
+            let _indexed = if creates { Some(self.index_session(&mut batch, &stored)?) } else { None };
             batch.commit().map_err(unavailable)?;
         }
         let push_configs = if stored.has_push && matches!(event, StreamEvent::Status(_) | StreamEvent::Task(_)) {

@@ -108,6 +108,38 @@ impl Keys {
         format!("{}:rate:{limit_key}:{window_start}", self.base)
     }
 
+    /// Hash: a session's `user`, `created` (ms) and `position`. App ids never contain `:`, so
+    /// the context id (anything a client sent) is the whole rest of the name.
+    pub fn session(&self, app: &str, id: &str) -> String {
+        format!("{}:session:{app}:{id}", self.base)
+    }
+
+    /// Sorted set: an app's session ids scored by position.
+    pub fn sessions(&self, app: &str) -> String {
+        format!("{}:sessions:{app}", self.base)
+    }
+
+    /// The prefix of [`Keys::user_sessions`] for an app (the script that forgets a session
+    /// completes it with the user it reads).
+    pub fn user_sessions_prefix(&self, app: &str) -> String {
+        format!("{}:user-sessions:{app}:", self.base)
+    }
+
+    /// Sorted set: one user's session ids of an app scored by position.
+    pub fn user_sessions(&self, app: &str, user: &str) -> String {
+        format!("{}{user}", self.user_sessions_prefix(app))
+    }
+
+    /// Sorted set: a session's task ids scored by creation time (ms).
+    pub fn session_tasks(&self, app: &str, id: &str) -> String {
+        format!("{}:session-tasks:{app}:{id}", self.base)
+    }
+
+    /// String: the position of the newest session of the deployment.
+    pub fn session_position(&self) -> String {
+        format!("{}:session-position", self.base)
+    }
+
     /// The consumer group of the queue.
     pub fn group(&self) -> &'static str {
         "workers"

@@ -18,6 +18,7 @@ mod keys;
 mod limits;
 mod queue;
 mod scripts;
+mod sessions;
 mod tenants;
 
 use std::collections::HashMap;
@@ -110,8 +111,9 @@ pub async fn open(options: &RedisOptions) -> Result<Backend, StoreError> {
         changes: bus.tenancy_changes().clone(),
     });
     let limits = Arc::new(limits::RedisCounter { conn: shared.conn.clone(), keys: shared.keys.clone() });
+    let sessions = Arc::new(sessions::RedisSessions { conn: shared.conn.clone(), keys: shared.keys.clone() });
     let backend = Arc::new(RedisBackend(shared));
-    Ok(Backend { store: backend.clone(), queue: backend, bus, tenants, limits })
+    Ok(Backend { store: backend.clone(), queue: backend, bus, tenants, sessions, limits })
 }
 
 fn hostname() -> String {
@@ -453,6 +455,21 @@ impl Shared {
             .arg(effects.undead.as_deref().unwrap_or(""))
             .arg(if write.claim { "1" } else { "" })
             .arg(&self.consumer);
+        if expected.is_none() {
+            // A creation: the task enters its session's index.
+            let (app, context) = (stored.app.as_str(), stored.task.context_id.as_str());
+            invocation
+                .key(k.session(app, context))
+                .key(k.sessions(app))
+                .key(k.user_sessions(app, &stored.user))
+                .key(k.session_tasks(app, context))
+                .key(k.session_position())
+                .arg(&stored.user)
+                .arg(stored.created_ms)
+                .arg(context);
+        } else {
+            invocation.arg("").arg("").arg("");
+        }
         for event in events {
             invocation.arg(event.seq).arg(&event.json).arg(&event.payload);
         }

@@ -10,8 +10,12 @@ use redis::Script;
 /// there (optimistic concurrency across instances), else answers `conflict` and the caller
 /// re-reads.
 ///
+/// A created task (ARGV[1] = "") also enters its session's index, which is begun (numbered with
+/// the next position) when this is the context's first task.
+///
 /// KEYS: 1 task, 2 events, 3 push, 4 queue, 5 jobs, 6 job entries, 7 delayed, 8 expiry,
-///       9 dead letters, 10 dead-letter index, 11 stats
+///       9 dead letters, 10 dead-letter index, 11 stats; on a creation also 12 session,
+///       13 app sessions, 14 user sessions, 15 session tasks, 16 session position
 /// ARGV: 1 expected seq ("" = must not exist), 2 new seq, 3 task JSON, 4/5 drop events in
 ///       (from, to] ("" = none), 6/7 enqueue job id/JSON ("" = none), 8 ack job id, 9 TTL ms when
 ///       the task became terminal, 10 expire-at ms, 11 task id, 12/13 push config id/JSON,
@@ -19,7 +23,8 @@ use redis::Script;
 ///       channel ("" unless a cancel), 18 outcome counter, 19 processing ms, 20 consumer group,
 ///       21 "1" = the task is live again (requeued), 22 dead letter to remove, 23 "1" = this
 ///       instance has an idle worker: claim the next queue entry for it, 24 this instance's
-///       consumer name, 25... one (seq, event JSON, published payload) triple per event
+///       consumer name, 25/26/27 on a creation the user, the creation ms and the context id,
+///       28... one (seq, event JSON, published payload) triple per event
 /// Returns {"ok", claimed entry id or "", claimed job JSON or "", push configs...}.
 pub static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -31,12 +36,21 @@ elseif seq ~= ARGV[1] then
   return {'conflict'}
 end
 redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'data', ARGV[3])
+if #KEYS > 11 then
+  if redis.call('HSETNX', KEYS[12], 'user', ARGV[25]) == 1 then
+    local position = redis.call('INCR', KEYS[16])
+    redis.call('HSET', KEYS[12], 'created', ARGV[26], 'position', position)
+    redis.call('ZADD', KEYS[13], position, ARGV[27])
+    redis.call('ZADD', KEYS[14], position, ARGV[27])
+  end
+  redis.call('ZADD', KEYS[15], ARGV[26], ARGV[11])
+end
 if ARGV[5] ~= '' then
   local ids = {}
   for s = tonumber(ARGV[4]) + 1, tonumber(ARGV[5]) do ids[#ids + 1] = s .. '-0' end
   if #ids > 0 then redis.call('XDEL', KEYS[2], unpack(ids)) end
 end
-for i = 25, #ARGV, 3 do
+for i = 28, #ARGV, 3 do
   redis.call('XADD', KEYS[2], ARGV[i] .. '-0', 'e', ARGV[i + 1])
 end
 if ARGV[13] ~= '' then redis.call('HSET', KEYS[3], ARGV[12], ARGV[13]) end
@@ -82,7 +96,7 @@ if ARGV[22] ~= '' then
   if entry then redis.call('XDEL', KEYS[9], entry) end
   redis.call('HDEL', KEYS[10], ARGV[22])
 end
-for i = 25, #ARGV, 3 do
+for i = 28, #ARGV, 3 do
   redis.call('PUBLISH', ARGV[16], ARGV[i + 2])
 end
 if ARGV[17] ~= '' then redis.call('PUBLISH', ARGV[17], ARGV[11]) end
@@ -322,6 +336,23 @@ if state ~= 'completed' and state ~= 'canceled' and state ~= 'failed' and state 
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// Removes a session from the index. KEYS: 1 session, 2 app sessions, 3 session tasks.
+/// ARGV: 1 session id, 2 user sessions key prefix, 3 "1" = only when it has no task indexed.
+/// Returns 1, or 0 when there is no such session or it is not empty.
+pub static FORGET_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local user = redis.call('HGET', KEYS[1], 'user')
+if not user then return 0 end
+if ARGV[3] == '1' and redis.call('ZCARD', KEYS[3]) > 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', ARGV[2] .. user, ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[3])
 return 1
 "#,
     )
