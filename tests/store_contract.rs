@@ -54,16 +54,17 @@ fn create(task_id: &str, job_id: &str) -> Change {
         user: "default".into(),
         job: job(job_id, task_id),
         push_config: None,
+        new_context: false,
     }
 }
 
 /// A creation in `app` and `context` by `user`.
 fn create_in(task_id: &str, app: &str, context: &str, user: &str) -> Change {
     match create(task_id, &format!("job-{task_id}")) {
-        Change::Create { mut task, agent, mut job, push_config, .. } => {
+        Change::Create { mut task, agent, mut job, push_config, new_context, .. } => {
             task.context_id = context.to_string();
             job.app = app.to_string();
-            Change::Create { task, agent, user: user.to_string(), job, push_config }
+            Change::Create { task, agent, user: user.to_string(), job, push_config, new_context }
         }
         _ => unreachable!(),
     }
@@ -349,18 +350,26 @@ async fn sessions_are_indexed_in_the_order_they_begin(b: Backend) {
     assert!(s.session("default", "ctx-c").await.unwrap().is_none());
 
     // A session with tasks is kept when only an empty one may go; once its tasks are gone it goes.
-    assert!(!s.forget_session("default", "ctx-a", true).await.unwrap());
+    let ctx_a = s.session("default", "ctx-a").await.unwrap().unwrap();
+    assert_eq!(ctx_a, all[0], "looked up by id as listed");
+    assert!(!s.forget_session(&ctx_a, true).await.unwrap());
     for id in ["t1", "t2"] {
         b.store.apply(Change::Cancel { task_id: id.into() }).await.unwrap();
         assert!(b.store.remove_task(id).await.unwrap());
     }
     assert!(s.session_tasks("default", "ctx-a").await.unwrap().is_empty(), "removed tasks leave the index");
-    assert!(s.forget_session("default", "ctx-a", true).await.unwrap());
+    assert!(s.forget_session(&ctx_a, true).await.unwrap());
     assert!(s.session("default", "ctx-a").await.unwrap().is_none());
-    assert!(!s.forget_session("default", "ctx-a", false).await.unwrap(), "forgotten once");
+    assert!(!s.forget_session(&ctx_a, false).await.unwrap(), "forgotten once");
     let ids: Vec<String> = s.sessions("default", None, 0, 10).await.unwrap().into_iter().map(|e| e.id).collect();
     assert_eq!(ids, ["ctx-b", odd]);
     assert!(s.session("team-a", "ctx-a").await.unwrap().is_some(), "the other app's session stays");
+
+    // A context whose session was forgotten begins a new one, listed once, at the end.
+    b.store.apply(create_in("t6", "default", "ctx-a", "erin")).await.unwrap();
+    let ids: Vec<String> = s.sessions("default", None, 0, 10).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(ids, ["ctx-b", odd, "ctx-a"]);
+    assert_eq!(s.session("default", "ctx-a").await.unwrap().unwrap().user_id, "erin");
 
     // A context begun by many tasks at once is one session, numbered after every earlier one.
     let creations = (0..16).map(|i| b.store.apply(create_in(&format!("c{i}"), "default", "busy", "dave")));

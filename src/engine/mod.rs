@@ -192,6 +192,7 @@ impl Engine {
             }
             None => {
                 let task_id = uuid::Uuid::new_v4().to_string();
+                let new_context = message.context_id.is_none();
                 let context_id = message.context_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 message.task_id = Some(task_id.clone());
                 message.context_id = Some(context_id.clone());
@@ -211,6 +212,7 @@ impl Engine {
                     user: user.to_string(),
                     job: new_job(job_id, &task_id, app, agent),
                     push_config,
+                    new_context,
                 }
             }
         };

@@ -60,7 +60,7 @@ impl Engine {
                 after = entry.position;
                 let tasks = index.session_tasks(app, &entry.id).await?;
                 if tasks.is_empty() {
-                    index.forget_session(app, &entry.id, true).await?;
+                    index.forget_session(&entry, true).await?;
                     continue;
                 }
                 sessions.push(SessionSummary::new(entry, &tasks));
@@ -83,7 +83,7 @@ impl Engine {
         let Some(entry) = index.session(app, id).await? else { return Ok(None) };
         let tasks = index.session_tasks(app, id).await?;
         if tasks.is_empty() {
-            index.forget_session(app, id, true).await?;
+            index.forget_session(&entry, true).await?;
             return Ok(None);
         }
         let mut events = Vec::new();
@@ -98,13 +98,11 @@ impl Engine {
     /// there is no such session.
     pub async fn delete_session(&self, app: &str, id: &str) -> Result<bool, EngineError> {
         let index = &self.inner.backend.sessions;
-        if index.session(app, id).await?.is_none() {
-            return Ok(false);
-        }
+        let Some(entry) = index.session(app, id).await? else { return Ok(false) };
         for task in index.session_tasks(app, id).await? {
             self.remove_task(&task.task.task.id).await?;
         }
-        index.forget_session(app, id, false).await?;
+        index.forget_session(&entry, false).await?;
         Ok(true)
     }
 
@@ -117,7 +115,7 @@ impl Engine {
                 return Ok(());
             }
             for entry in entries {
-                index.forget_session(app, &entry.id, false).await?;
+                index.forget_session(&entry, false).await?;
             }
         }
     }

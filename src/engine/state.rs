@@ -36,7 +36,7 @@ pub fn transition(current: &mut Option<StoredTask>, change: Change) -> Result<(S
     let now = now_ms();
     let mut effects = Effects::default();
     let event = match change {
-        Change::Create { task, agent, user, job, push_config } => {
+        Change::Create { task, agent, user, job, push_config, .. } => {
             if current.is_some() {
                 return Err(StoreError::TaskExists(task.id));
             }

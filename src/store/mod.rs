@@ -104,8 +104,16 @@ pub struct LoggedEvent {
 pub enum Change {
     /// A new task with its first user message; queues `job`. A push config sent with the
     /// message is stored in the same write, so it sees the very first status. The first task
-    /// of a context also indexes its session (see [`sessions`]).
-    Create { task: Task, agent: String, user: String, job: Job, push_config: Option<PushNotificationConfig> },
+    /// of a context also indexes its session (see [`sessions`]); `new_context` says the
+    /// context id was generated for this task, so no session has it yet.
+    Create {
+        task: Task,
+        agent: String,
+        user: String,
+        job: Job,
+        push_config: Option<PushNotificationConfig>,
+        new_context: bool,
+    },
     /// A user message that continues an interrupted task; queues `job`.
     Continue { task_id: String, message: Message, job: Job, push_config: Option<PushNotificationConfig> },
     /// A worker starts (or retries) the job's turn: state `working`. On a retry the artifacts

@@ -59,7 +59,8 @@ pub trait SessionIndex: Send + Sync + 'static {
     /// The session's tasks that still exist, oldest first. Index entries of tasks that no
     /// longer exist (expired, removed) are dropped on the way.
     async fn session_tasks(&self, app: &str, id: &str) -> Result<Vec<SessionTask>, StoreError>;
-    /// Removes a session from the index; with `only_if_empty`, only when no task of it is
-    /// indexed (a task created meanwhile keeps it). Returns whether it was removed.
-    async fn forget_session(&self, app: &str, id: &str, only_if_empty: bool) -> Result<bool, StoreError>;
+    /// Removes a session (as listed or looked up) from the index; with `only_if_empty`, only
+    /// when no task of it is indexed (a task created meanwhile keeps it). Returns whether it
+    /// was removed.
+    async fn forget_session(&self, entry: &SessionEntry, only_if_empty: bool) -> Result<bool, StoreError>;
 }

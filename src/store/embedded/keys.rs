@@ -45,28 +45,26 @@ pub fn expiry_task(key: &[u8]) -> String {
 
 /// Session keys are made of length-prefixed parts, so ids that contain any byte (context ids
 /// come from clients) can neither collide nor leak into another session's prefix range.
+/// A length is one byte below 255, else 255 and four bytes (short keys compare faster).
 fn parts(tag: u8, parts: &[&str]) -> Vec<u8> {
-    let mut key = vec![tag];
+    let mut key = Vec::with_capacity(1 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    key.push(tag);
     for part in parts {
-        key.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        match u8::try_from(part.len()) {
+            Ok(short) if short < u8::MAX => key.push(short),
+            _ => {
+                key.push(u8::MAX);
+                key.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            }
+        }
         key.extend_from_slice(part.as_bytes());
     }
     key
 }
 
-/// `r app id` → the session's record.
-pub fn session(app: &str, id: &str) -> Vec<u8> {
-    parts(b'r', &[app, id])
-}
-
 /// `o app`: the prefix of an app's sessions in the order they began.
 pub fn sessions_of_app(app: &str) -> Vec<u8> {
     parts(b'o', &[app])
-}
-
-/// `u app user`: the prefix of one user's sessions of an app, in the order they began.
-pub fn sessions_of_user(app: &str, user: &str) -> Vec<u8> {
-    parts(b'u', &[app, user])
 }
 
 /// An order prefix followed by a position → the session id.
@@ -81,16 +79,16 @@ pub fn tasks_of_session(app: &str, id: &str) -> Vec<u8> {
     parts(b't', &[app, id])
 }
 
-/// A session's task: its prefix, the task's creation time, the task id.
-pub fn session_task(app: &str, id: &str, created_ms: u64, task_id: &str) -> Vec<u8> {
-    let mut key = at_position(&tasks_of_session(app, id), created_ms);
+/// A session's task: its prefix and the task id.
+pub fn session_task(app: &str, id: &str, task_id: &str) -> Vec<u8> {
+    let mut key = tasks_of_session(app, id);
     key.extend_from_slice(task_id.as_bytes());
     key
 }
 
 /// The task id of a session-task key under `prefix`.
 pub fn session_task_id(prefix: &[u8], key: &[u8]) -> String {
-    String::from_utf8_lossy(key.get(prefix.len() + 8..).unwrap_or_default()).into_owned()
+    String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default()).into_owned()
 }
 
 #[cfg(test)]
@@ -108,11 +106,13 @@ mod tests {
     #[test]
     fn session_keys_keep_ids_apart_and_order_by_position() {
         // A context id that extends another one never falls in its prefix range.
-        assert!(!session_task("app", "ab", 1, "t").starts_with(&tasks_of_session("app", "a")));
-        assert_ne!(session("a", "bc"), session("ab", "c"));
+        assert!(!session_task("app", "ab", "t").starts_with(&tasks_of_session("app", "a")));
+        assert_ne!(tasks_of_session("a", "bc"), tasks_of_session("ab", "c"));
+        let long = "x".repeat(300);
+        assert!(!session_task("app", &long, "t").starts_with(&tasks_of_session("app", &long[..299])));
         let prefix = sessions_of_app("app");
         assert!(at_position(&prefix, 2) < at_position(&prefix, 10));
-        let tasks = tasks_of_session("app", "ctx");
-        assert_eq!(session_task_id(&tasks, &session_task("app", "ctx", 7, "task-1")), "task-1");
+        let tasks = tasks_of_session("app", &long);
+        assert_eq!(session_task_id(&tasks, &session_task("app", &long, "task-1")), "task-1");
     }
 }

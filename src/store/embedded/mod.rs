@@ -120,7 +120,7 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         t: tables,
         stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
         outcomes,
-        session_position: Mutex::new(session_position),
+        session_creations: Mutex::new(sessions::SessionCreations::new(session_position)),
         hasher: std::collections::hash_map::RandomState::new(),
         bus: bus.clone(),
         ready_tx,
@@ -222,9 +222,8 @@ pub struct EmbeddedStore {
     /// Outcome counters per stripe, changed under the stripe's lock and written in the same
     /// batch as the change they count, so they are exact across crashes.
     outcomes: Vec<Mutex<Outcomes>>,
-    /// Position of the newest session. Held while a task creation commits, so sessions become
-    /// visible in the order of their positions.
-    session_position: Mutex<u64>,
+    /// Sessions being indexed by task creations not committed yet.
+    session_creations: Mutex<sessions::SessionCreations>,
     hasher: std::collections::hash_map::RandomState,
     bus: Arc<LocalBus>,
     ready_tx: async_channel::Sender<Job>,
@@ -314,7 +313,10 @@ impl EmbeddedStore {
         let task_id = change.task_id().to_string();
         let sync = change.needs_sync();
         let canceled = matches!(change, Change::Cancel { .. });
-        let creates = matches!(change, Change::Create { .. });
+        let creates = match &change {
+            Change::Create { new_context, .. } => Some(*new_context),
+            _ => None,
+        };
         let mut live = self.lock(&task_id);
         let LiveTask { task: cached, mut pending } = self.current_task(&mut live, &task_id)?;
         // The cache's Arc is usually the only one left by now: take the task without a copy.
@@ -392,7 +394,10 @@ impl EmbeddedStore {
                 batch.insert(&t.meta, format!("outcomes/{stripe}"), encode(&*outcomes));
             }
             extra(&mut batch, t);
-            let _indexed = if creates { Some(self.index_session(&mut batch, &stored)?) } else { None };
+            let _indexed = match creates {
+                Some(new_context) => Some(self.index_session(&mut batch, &stored, new_context)?),
+                None => None,
+            };
             batch.commit().map_err(unavailable)?;
         }
         let push_configs = if stored.has_push && matches!(event, StreamEvent::Status(_) | StreamEvent::Task(_)) {

@@ -1,19 +1,28 @@
-//! The session index of the embedded store, in the `sessions` keyspace:
-//! the record (`r app id` → [`SessionEntry`] JSON), the app's order (`o app position` → id), the
-//! user's order (`u app user position` → id) and the session's tasks (`t app id created task`).
+//! The session index of the embedded store, in the `sessions` keyspace, in two kinds of entry:
+//! the app's order (`o app position` → the session's id, user and creation time) and the
+//! session's tasks (`t app id task` → the session's position). A new session costs two inserts
+//! and a further task one (each insert counts on the hot path: four per session cost a fifth
+//! of the message/send throughput). Looking a session up by id reads its first task entry for
+//! the position, then the order entry; filtering by user scans the app's order.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::MutexGuard;
 
 use async_trait::async_trait;
 use fjall::Keyspace;
+use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, keys, unavailable, EmbeddedHandle, EmbeddedStore};
 use crate::store::sessions::{SessionEntry, SessionIndex, SessionTask};
 use crate::store::{StoreError, StoredTask, TaskStore};
 
-const POSITION_KEY: &str = "sessions/position";
+/// Positions are reserved in blocks, so the meta record is written once per block rather than
+/// once per session; a restart continues after the reserved block (positions may skip, never
+/// repeat or go back).
+const POSITION_KEY: &str = "sessions/reserved";
+const POSITION_BLOCK: u64 = 1024;
 
-/// The position of the newest session.
+/// The position after which a new process numbers sessions.
 pub(super) fn load_position(meta: &Keyspace) -> Result<u64, StoreError> {
     match meta.get(POSITION_KEY).map_err(unavailable)? {
         Some(bytes) => decode(&bytes),
@@ -21,40 +30,150 @@ pub(super) fn load_position(meta: &Keyspace) -> Result<u64, StoreError> {
     }
 }
 
+/// A session's order entry: what its key does not say, in short field names.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    #[serde(rename = "i")]
+    id: String,
+    #[serde(rename = "u")]
+    user_id: String,
+    #[serde(rename = "c")]
+    created_ms: u64,
+}
+
+impl Record {
+    fn entry(self, app: &str, position: u64) -> SessionEntry {
+        SessionEntry { app: app.to_string(), id: self.id, user_id: self.user_id, created_ms: self.created_ms, position }
+    }
+}
+
+/// Sessions being indexed by creations that have not committed yet.
+pub(super) struct SessionCreations {
+    /// Position of the newest session, and the end of the reserved block.
+    last: u64,
+    reserved: u64,
+    /// Positions of sessions whose first task has not committed yet.
+    pending: BTreeSet<u64>,
+    /// Client-named contexts with a creation in flight: how many, and their session's
+    /// position. Another first task of the same context joins that session.
+    named: HashMap<(String, String), (u32, u64)>,
+}
+
+impl SessionCreations {
+    pub(super) fn new(reserved: u64) -> SessionCreations {
+        SessionCreations { last: reserved, reserved, pending: BTreeSet::new(), named: HashMap::new() }
+    }
+
+    /// The newest position below which every session is committed: listings stop there, so
+    /// a session that commits late never lands behind a page already read.
+    fn settled(&self) -> u64 {
+        self.pending.first().map_or(self.last, |p| p - 1)
+    }
+}
+
+/// A creation's hold on its session until its batch is committed (or abandoned).
+pub(super) struct SessionClaim<'a> {
+    store: &'a EmbeddedStore,
+    position: Option<u64>,
+    named: Option<(String, String)>,
+}
+
+impl Drop for SessionClaim<'_> {
+    fn drop(&mut self) {
+        let mut creations = self.store.session_creations();
+        if let Some(position) = self.position {
+            creations.pending.remove(&position);
+        }
+        if let Some(key) = self.named.take() {
+            if let Some((count, _)) = creations.named.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    creations.named.remove(&key);
+                }
+            }
+        }
+    }
+}
+
 impl EmbeddedStore {
+    fn session_creations(&self) -> MutexGuard<'_, SessionCreations> {
+        self.session_creations.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Adds a created task to its session's index in `batch`, indexing the session first when
-    /// this is its first task. The returned guard must be held until the batch is committed:
-    /// it keeps creations in position order and stops two first tasks of one context from both
-    /// indexing it.
+    /// this is its first task. Hold the returned claim until the batch is committed: until
+    /// then listings stop before the new session, and another first task of the same context
+    /// joins it instead of indexing it again. The lock is held only for the bookkeeping, not
+    /// for the commit. A `new_context` (generated for this task) needs no look-up.
     pub(super) fn index_session(
         &self,
         batch: &mut fjall::OwnedWriteBatch,
         task: &StoredTask,
-    ) -> Result<MutexGuard<'_, u64>, StoreError> {
+        new_context: bool,
+    ) -> Result<SessionClaim<'_>, StoreError> {
         let (app, id) = (task.app.as_str(), task.task.context_id.as_str());
-        let mut position = self.session_position.lock().unwrap_or_else(|p| p.into_inner());
         let s = &self.t.sessions;
-        if !s.contains_key(keys::session(app, id)).map_err(unavailable)? {
-            *position += 1;
-            let entry = SessionEntry {
-                app: app.to_string(),
-                id: id.to_string(),
-                user_id: task.user.clone(),
-                created_ms: task.created_ms,
-                position: *position,
+        let mut claim = SessionClaim { store: self, position: None, named: None };
+        let mut creations = self.session_creations();
+        let joined = if new_context {
+            None
+        } else {
+            let key = (app.to_string(), id.to_string());
+            let joined = match creations.named.get_mut(&key) {
+                Some((count, position)) => {
+                    *count += 1;
+                    Some(*position)
+                }
+                None => self.session_position(app, id)?,
             };
-            batch.insert(s, keys::session(app, id), encode(&entry));
-            batch.insert(s, keys::at_position(&keys::sessions_of_app(app), *position), id);
-            batch.insert(s, keys::at_position(&keys::sessions_of_user(app, &task.user), *position), id);
-            batch.insert(&self.t.meta, POSITION_KEY, encode(&*position));
+            claim.named = Some(key);
+            joined
+        };
+        let position = match joined {
+            Some(position) => position,
+            None => {
+                creations.last += 1;
+                let position = creations.last;
+                creations.pending.insert(position);
+                claim.position = Some(position);
+                if position > creations.reserved {
+                    creations.reserved = position + POSITION_BLOCK;
+                    batch.insert(&self.t.meta, POSITION_KEY, encode(&creations.reserved));
+                }
+                let record = Record { id: id.to_string(), user_id: task.user.clone(), created_ms: task.created_ms };
+                batch.insert(s, keys::at_position(&keys::sessions_of_app(app), position), encode(&record));
+                position
+            }
+        };
+        if let Some(key) = &claim.named {
+            creations.named.entry(key.clone()).or_insert((1, position));
         }
-        batch.insert(s, keys::session_task(app, id, task.created_ms, &task.task.id), Vec::<u8>::new());
-        Ok(position)
+        drop(creations);
+        batch.insert(s, keys::session_task(app, id, &task.task.id), position.to_be_bytes());
+        Ok(claim)
+    }
+
+    /// The position of a session, from its first task entry.
+    fn session_position(&self, app: &str, id: &str) -> Result<Option<u64>, StoreError> {
+        match self.t.sessions.prefix(keys::tasks_of_session(app, id)).next() {
+            Some(item) => {
+                let (_, value) = item.into_inner().map_err(unavailable)?;
+                Ok(Some(u64::from_be_bytes(value.as_ref().try_into().unwrap_or([0; 8]))))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn read_entry(&self, app: &str, position: u64) -> Result<Option<SessionEntry>, StoreError> {
+        match self.t.sessions.get(keys::at_position(&keys::sessions_of_app(app), position)).map_err(unavailable)? {
+            Some(bytes) => Ok(Some(decode::<Record>(&bytes)?.entry(app, position))),
+            None => Ok(None),
+        }
     }
 
     fn read_session(&self, app: &str, id: &str) -> Result<Option<SessionEntry>, StoreError> {
-        match self.t.sessions.get(keys::session(app, id)).map_err(unavailable)? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
+        match self.session_position(app, id)? {
+            Some(position) => self.read_entry(app, position),
             None => Ok(None),
         }
     }
@@ -77,17 +196,37 @@ impl SessionIndex for EmbeddedHandle {
         limit: usize,
     ) -> Result<Vec<SessionEntry>, StoreError> {
         let s = &self.0;
-        let prefix = match user {
-            Some(user) => keys::sessions_of_user(app, user),
-            None => keys::sessions_of_app(app),
-        };
-        let range = keys::at_position(&prefix, after.saturating_add(1))..=keys::at_position(&prefix, u64::MAX);
+        let prefix = keys::sessions_of_app(app);
+        let settled = s.session_creations().settled();
+        if after >= settled {
+            return Ok(Vec::new());
+        }
+        let range = keys::at_position(&prefix, after + 1)..=keys::at_position(&prefix, settled);
         let mut out = Vec::new();
-        for item in s.t.sessions.range(range).take(limit) {
-            let (_, id) = item.into_inner().map_err(unavailable)?;
-            if let Some(entry) = s.read_session(app, &String::from_utf8_lossy(&id))? {
-                out.push(entry);
+        let mut stale = Vec::new();
+        for item in s.t.sessions.range(range) {
+            if out.len() == limit {
+                break;
             }
+            let (key, value) = item.into_inner().map_err(unavailable)?;
+            let record: Record = decode(&value)?;
+            if user.is_some_and(|user| user != record.user_id) {
+                continue;
+            }
+            let position = u64::from_be_bytes(key[prefix.len()..].try_into().unwrap_or([0; 8]));
+            // A session whose tasks all expired, then begun again under the same id, has a
+            // newer entry: this one is left over.
+            match s.session_position(app, &record.id)? {
+                Some(current) if current != position => stale.push(key.to_vec()),
+                _ => out.push(record.entry(app, position)),
+            }
+        }
+        if !stale.is_empty() {
+            let mut batch = s.batch(false);
+            for key in stale {
+                batch.remove(&s.t.sessions, key);
+            }
+            batch.commit().map_err(unavailable)?;
         }
         Ok(out)
     }
@@ -110,6 +249,7 @@ impl SessionIndex for EmbeddedHandle {
                 None => gone.push(key),
             }
         }
+        found.sort_by(|a, b| (a.task.created_ms, &a.task.task.id).cmp(&(b.task.created_ms, &b.task.task.id)));
         if !gone.is_empty() {
             let mut batch = s.batch(false);
             for key in gone {
@@ -120,25 +260,33 @@ impl SessionIndex for EmbeddedHandle {
         Ok(found)
     }
 
-    async fn forget_session(&self, app: &str, id: &str, only_if_empty: bool) -> Result<bool, StoreError> {
-        let (app, id) = (app.to_string(), id.to_string());
+    async fn forget_session(&self, entry: &SessionEntry, only_if_empty: bool) -> Result<bool, StoreError> {
+        let entry = entry.clone();
         self.0
             .durably(true, move |s| {
-                // Under the creation lock: no first task of this context can commit meanwhile.
-                let _creations = s.session_position.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(entry) = s.read_session(&app, &id)? else { return Ok(false) };
-                let tasks = keys::tasks_of_session(&app, &id);
-                if only_if_empty && s.t.sessions.prefix(&tasks).next().is_some() {
+                let (app, id) = (entry.app.as_str(), entry.id.as_str());
+                // Under the creations lock: no task of this context can begin committing meanwhile.
+                let creations = s.session_creations();
+                let order = keys::at_position(&keys::sessions_of_app(app), entry.position);
+                if !s.t.sessions.contains_key(&order).map_err(unavailable)? {
                     return Ok(false);
                 }
+                let tasks = keys::tasks_of_session(app, id);
+                let in_flight = creations.named.contains_key(&(app.to_string(), id.to_string()));
                 let mut batch = s.batch(true);
-                batch.remove(&s.t.sessions, keys::session(&app, &id));
-                batch.remove(&s.t.sessions, keys::at_position(&keys::sessions_of_app(&app), entry.position));
-                let of_user = keys::sessions_of_user(&app, &entry.user_id);
-                batch.remove(&s.t.sessions, keys::at_position(&of_user, entry.position));
                 for item in s.t.sessions.prefix(&tasks) {
-                    batch.remove(&s.t.sessions, item.key().map_err(unavailable)?);
+                    let (key, value) = item.into_inner().map_err(unavailable)?;
+                    if value.as_ref() == entry.position.to_be_bytes() {
+                        if only_if_empty {
+                            return Ok(false);
+                        }
+                        batch.remove(&s.t.sessions, key);
+                    }
                 }
+                if only_if_empty && in_flight {
+                    return Ok(false);
+                }
+                batch.remove(&s.t.sessions, order);
                 batch.commit().map_err(unavailable)?;
                 Ok(true)
             })

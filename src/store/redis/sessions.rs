@@ -100,7 +100,8 @@ impl SessionIndex for RedisSessions {
         Ok(found)
     }
 
-    async fn forget_session(&self, app: &str, id: &str, only_if_empty: bool) -> Result<bool, StoreError> {
+    async fn forget_session(&self, entry: &SessionEntry, only_if_empty: bool) -> Result<bool, StoreError> {
+        let (app, id) = (entry.app.as_str(), entry.id.as_str());
         let forgotten: i64 = scripts::FORGET_SESSION
             .key(self.keys.session(app, id))
             .key(self.keys.sessions(app))
