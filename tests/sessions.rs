@@ -236,3 +236,22 @@ async fn bad_session_requests_get_clear_errors() {
     let (_, page) = s.admin("GET", "/admin/sessions", None).await;
     assert_eq!(ids(&page).len(), 1, "nothing was lost to the bad requests");
 }
+
+#[tokio::test]
+async fn sessions_survive_a_kill_and_new_ones_are_listed_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_with(CONFIG, dir.path().to_str().unwrap(), &["--auth-secret", ADMIN_SECRET]).await;
+    let before = send_in(&s, None, "done", Some("before-kill")).await;
+    send_in(&s, None, "done", None).await;
+    s.kill9();
+    let s = s.restart(&["--auth-secret", ADMIN_SECRET]);
+    send_in(&s, None, "done", Some("after-restart")).await;
+    send_in(&s, None, "done", Some("before-kill")).await;
+
+    let (all, _) = every_page(&s, "page_size=2").await;
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!((all[0].as_str(), all[2].as_str()), ("before-kill", "after-restart"), "{all:?}");
+    let (_, session) = s.admin("GET", "/admin/sessions/before-kill", None).await;
+    assert_eq!(session["task_ids"].as_array().unwrap().len(), 2, "{session}");
+    assert_eq!(session["task_ids"][0], before["id"]);
+}
