@@ -61,7 +61,20 @@ async fn admin_api_exists_only_with_a_secret_and_needs_it() {
     assert_eq!(open.get_json("/.well-known/jwks.json").await.0, 200, "the JWKS is always public");
 
     let s = start().await;
-    for (bearer, what) in [(None, "no credentials"), (Some("wrong"), "wrong secret"), (Some(""), "empty bearer")] {
+    // Near misses of the secret too: the comparison is of SHA-256 digests in constant time, so
+    // no prefix, extension or case change gets further than a wrong secret.
+    let prefix = &ADMIN_SECRET[..ADMIN_SECRET.len() - 1];
+    let extended = format!("{ADMIN_SECRET}x");
+    let upper = ADMIN_SECRET.to_uppercase();
+    let near_misses = [
+        (None, "no credentials"),
+        (Some("wrong"), "wrong secret"),
+        (Some(""), "empty bearer"),
+        (Some(prefix), "the secret less its last byte"),
+        (Some(extended.as_str()), "the secret with a byte more"),
+        (Some(upper.as_str()), "the secret in capitals"),
+    ];
+    for (bearer, what) in near_misses {
         let (status, body, challenge) = s.request("GET", "/admin/apps", bearer, None).await;
         assert_unauthorized(status, &body, what);
         assert_eq!(challenge.as_deref(), Some("Bearer"), "{what}");

@@ -371,6 +371,14 @@ async fn sessions_are_indexed_in_the_order_they_begin(b: Backend) {
     assert_eq!(ids, ["ctx-b", odd, "ctx-a"]);
     assert_eq!(s.session("default", "ctx-a").await.unwrap().unwrap().user_id, "erin");
 
+    // Tasks list in the order they were created, whatever their ids and however close in time.
+    for id in ["z5", "z4", "z3", "z2", "z1"] {
+        b.store.apply(create_in(id, "default", "ordered", "erin")).await.unwrap();
+    }
+    let ordered: Vec<String> =
+        s.session_tasks("default", "ordered").await.unwrap().into_iter().map(|t| t.task.task.id).collect();
+    assert_eq!(ordered, ["z5", "z4", "z3", "z2", "z1"]);
+
     // A context begun by many tasks at once is one session, numbered after every earlier one.
     let creations = (0..16).map(|i| b.store.apply(create_in(&format!("c{i}"), "default", "busy", "dave")));
     for applied in futures::future::join_all(creations).await {

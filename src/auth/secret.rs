@@ -19,5 +19,7 @@ mod tests {
         assert!(!super::matches(b"s3cre", b"s3cret"));
         assert!(!super::matches(b"s3cret ", b"s3cret"));
         assert!(!super::matches(b"", b"s3cret"));
+        assert!(!super::matches(b"s3creT", b"s3cret"), "a difference in the last byte");
+        assert!(!super::matches(b"S3cret", b"s3cret"), "a difference in the first byte");
     }
 }

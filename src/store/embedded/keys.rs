@@ -79,16 +79,16 @@ pub fn tasks_of_session(app: &str, id: &str) -> Vec<u8> {
     parts(b't', &[app, id])
 }
 
-/// A session's task: its prefix and the task id.
-pub fn session_task(app: &str, id: &str, task_id: &str) -> Vec<u8> {
-    let mut key = tasks_of_session(app, id);
+/// A session's task: its prefix, the task's number in creation order, the task id.
+pub fn session_task(app: &str, id: &str, number: u64, task_id: &str) -> Vec<u8> {
+    let mut key = at_position(&tasks_of_session(app, id), number);
     key.extend_from_slice(task_id.as_bytes());
     key
 }
 
 /// The task id of a session-task key under `prefix`.
 pub fn session_task_id(prefix: &[u8], key: &[u8]) -> String {
-    String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default()).into_owned()
+    String::from_utf8_lossy(key.get(prefix.len() + 8..).unwrap_or_default()).into_owned()
 }
 
 #[cfg(test)]
@@ -106,13 +106,14 @@ mod tests {
     #[test]
     fn session_keys_keep_ids_apart_and_order_by_position() {
         // A context id that extends another one never falls in its prefix range.
-        assert!(!session_task("app", "ab", "t").starts_with(&tasks_of_session("app", "a")));
+        assert!(!session_task("app", "ab", 1, "t").starts_with(&tasks_of_session("app", "a")));
         assert_ne!(tasks_of_session("a", "bc"), tasks_of_session("ab", "c"));
         let long = "x".repeat(300);
-        assert!(!session_task("app", &long, "t").starts_with(&tasks_of_session("app", &long[..299])));
+        assert!(!session_task("app", &long, 1, "t").starts_with(&tasks_of_session("app", &long[..299])));
         let prefix = sessions_of_app("app");
         assert!(at_position(&prefix, 2) < at_position(&prefix, 10));
         let tasks = tasks_of_session("app", &long);
-        assert_eq!(session_task_id(&tasks, &session_task("app", &long, "task-1")), "task-1");
+        assert_eq!(session_task_id(&tasks, &session_task("app", &long, 7, "task-1")), "task-1");
+        assert!(session_task("app", "c", 2, "zz") < session_task("app", "c", 10, "aa"), "creation order");
     }
 }

@@ -1,6 +1,7 @@
 //! The session index of the embedded store, in the `sessions` keyspace, in two kinds of entry:
 //! the app's order (`o app position` → the session's id, user and creation time) and the
-//! session's tasks (`t app id task` → the session's position). A new session costs two inserts
+//! session's tasks (`t app id number task` → the session's position; one counter numbers
+//! sessions and tasks, so both list in creation order). A new session costs two inserts
 //! and a further task one (each insert counts on the hot path: four per session cost a fifth
 //! of the message/send throughput). Looking a session up by id reads its first task entry for
 //! the position, then the order entry; filtering by user scans the app's order.
@@ -129,27 +130,28 @@ impl EmbeddedStore {
             claim.named = Some(key);
             joined
         };
+        // One counter numbers sessions and the tasks within them, in creation order.
+        creations.last += 1;
+        let number = creations.last;
+        if number > creations.reserved {
+            creations.reserved = number + POSITION_BLOCK;
+            batch.insert(&self.t.meta, POSITION_KEY, encode(&creations.reserved));
+        }
         let position = match joined {
             Some(position) => position,
             None => {
-                creations.last += 1;
-                let position = creations.last;
-                creations.pending.insert(position);
-                claim.position = Some(position);
-                if position > creations.reserved {
-                    creations.reserved = position + POSITION_BLOCK;
-                    batch.insert(&self.t.meta, POSITION_KEY, encode(&creations.reserved));
-                }
+                creations.pending.insert(number);
+                claim.position = Some(number);
                 let record = Record { id: id.to_string(), user_id: task.user.clone(), created_ms: task.created_ms };
-                batch.insert(s, keys::at_position(&keys::sessions_of_app(app), position), encode(&record));
-                position
+                batch.insert(s, keys::at_position(&keys::sessions_of_app(app), number), encode(&record));
+                number
             }
         };
         if let Some(key) = &claim.named {
             creations.named.entry(key.clone()).or_insert((1, position));
         }
         drop(creations);
-        batch.insert(s, keys::session_task(app, id, &task.task.id), position.to_be_bytes());
+        batch.insert(s, keys::session_task(app, id, number, &task.task.id), position.to_be_bytes());
         Ok(claim)
     }
 
@@ -249,7 +251,6 @@ impl SessionIndex for EmbeddedHandle {
                 None => gone.push(key),
             }
         }
-        found.sort_by(|a, b| (a.task.created_ms, &a.task.task.id).cmp(&(b.task.created_ms, &b.task.task.id)));
         if !gone.is_empty() {
             let mut batch = s.batch(false);
             for key in gone {

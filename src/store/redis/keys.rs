@@ -130,12 +130,12 @@ impl Keys {
         format!("{}{user}", self.user_sessions_prefix(app))
     }
 
-    /// Sorted set: a session's task ids scored by creation time (ms).
+    /// Sorted set: a session's task ids scored in creation order (by the session counter).
     pub fn session_tasks(&self, app: &str, id: &str) -> String {
         format!("{}:session-tasks:{app}:{id}", self.base)
     }
 
-    /// String: the position of the newest session of the deployment.
+    /// String: the counter that numbers sessions and their tasks in creation order.
     pub fn session_position(&self) -> String {
         format!("{}:session-position", self.base)
     }

@@ -37,13 +37,14 @@ elseif seq ~= ARGV[1] then
 end
 redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'data', ARGV[3])
 if #KEYS > 11 then
+  -- One counter numbers sessions and the tasks within them, so both list in creation order.
+  local position = redis.call('INCR', KEYS[16])
   if redis.call('HSETNX', KEYS[12], 'user', ARGV[25]) == 1 then
-    local position = redis.call('INCR', KEYS[16])
     redis.call('HSET', KEYS[12], 'created', ARGV[26], 'position', position)
     redis.call('ZADD', KEYS[13], position, ARGV[27])
     redis.call('ZADD', KEYS[14], position, ARGV[27])
   end
-  redis.call('ZADD', KEYS[15], ARGV[26], ARGV[11])
+  redis.call('ZADD', KEYS[15], position, ARGV[11])
 end
 if ARGV[5] ~= '' then
   local ids = {}
