@@ -9,10 +9,8 @@
 //! readers drop index entries of tasks that no longer exist, and a session with no task left is
 //! forgotten.
 
-use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-
 use super::{StoreError, StoredTask};
+use async_trait::async_trait;
 
 /// The user of requests that carry no token subject (anonymous callers, the admin secret).
 pub const DEFAULT_USER: &str = "default";
@@ -23,7 +21,7 @@ pub fn default_user() -> String {
 }
 
 /// A session as indexed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionEntry {
     pub app: String,
     /// The context id.

@@ -19,7 +19,13 @@ pub fn event(task_id: &str, seq: u64) -> Vec<u8> {
 
 /// The sequence number of an event key.
 pub fn event_seq(key: &[u8]) -> u64 {
-    let tail = &key[key.len().saturating_sub(8)..];
+    trailing_number(key)
+}
+
+/// The big-endian number that ends a key (an event's sequence, a session's position) or that
+/// a value holds.
+pub fn trailing_number(bytes: &[u8]) -> u64 {
+    let tail = &bytes[bytes.len().saturating_sub(8)..];
     u64::from_be_bytes(tail.try_into().unwrap_or([0; 8]))
 }
 

@@ -160,7 +160,7 @@ impl EmbeddedStore {
         match self.t.sessions.prefix(keys::tasks_of_session(app, id)).next() {
             Some(item) => {
                 let (_, value) = item.into_inner().map_err(unavailable)?;
-                Ok(Some(u64::from_be_bytes(value.as_ref().try_into().unwrap_or([0; 8]))))
+                Ok(Some(keys::trailing_number(&value)))
             }
             None => Ok(None),
         }
@@ -178,6 +178,18 @@ impl EmbeddedStore {
             Some(position) => self.read_entry(app, position),
             None => Ok(None),
         }
+    }
+
+    /// Removes index entries found left over (of tasks gone, of sessions begun again).
+    fn remove_left_over(&self, entries: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.batch(false);
+        for key in entries {
+            batch.remove(&self.t.sessions, key);
+        }
+        batch.commit().map_err(unavailable)
     }
 
     /// Number of events in a task's log, counting those of a running turn not written yet.
@@ -215,7 +227,7 @@ impl SessionIndex for EmbeddedHandle {
             if user.is_some_and(|user| user != record.user_id) {
                 continue;
             }
-            let position = u64::from_be_bytes(key[prefix.len()..].try_into().unwrap_or([0; 8]));
+            let position = keys::trailing_number(&key);
             // A session whose tasks all expired, then begun again under the same id, has a
             // newer entry: this one is left over.
             match s.session_position(app, &record.id)? {
@@ -223,13 +235,7 @@ impl SessionIndex for EmbeddedHandle {
                 _ => out.push(record.entry(app, position)),
             }
         }
-        if !stale.is_empty() {
-            let mut batch = s.batch(false);
-            for key in stale {
-                batch.remove(&s.t.sessions, key);
-            }
-            batch.commit().map_err(unavailable)?;
-        }
+        s.remove_left_over(stale)?;
         Ok(out)
     }
 
@@ -251,13 +257,7 @@ impl SessionIndex for EmbeddedHandle {
                 None => gone.push(key),
             }
         }
-        if !gone.is_empty() {
-            let mut batch = s.batch(false);
-            for key in gone {
-                batch.remove(&s.t.sessions, key);
-            }
-            batch.commit().map_err(unavailable)?;
-        }
+        s.remove_left_over(gone)?;
         Ok(found)
     }
 
