@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod auth;
+pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod delivery;

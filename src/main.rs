@@ -11,6 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand, ValueEnum};
 use switchyard::auth::external::ExternalIssuer;
 use switchyard::auth::AuthOptions;
+use switchyard::capture::CaptureOptions;
 use switchyard::config::{parse_duration, Config};
 use switchyard::http::limits::RateLimit;
 use switchyard::http::HttpOptions;
@@ -120,6 +121,15 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// How long a capture session records (e.g. 14d, 1h).
+    #[arg(long, env = "SWITCHYARD_CAPTURE_TTL", default_value = "14d", value_parser = parse_duration)]
+    capture_ttl: Duration,
+    /// Most requests one capture session records (0: no limit).
+    #[arg(long, env = "SWITCHYARD_CAPTURE_REQUEST_LIMIT", default_value_t = 2000)]
+    capture_request_limit: u64,
+    /// Capture sessions one client address may create per hour (0: no limit).
+    #[arg(long, env = "SWITCHYARD_CAPTURE_SESSIONS_PER_HOUR", default_value_t = 10)]
+    capture_sessions_per_hour: u64,
     /// How long a shutdown waits for running turns.
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     shutdown_grace: Duration,
@@ -196,6 +206,11 @@ fn run(args: ServeArgs) -> ExitCode {
                 }
                 _ => None,
             },
+        },
+        capture: CaptureOptions {
+            ttl: args.capture_ttl,
+            request_limit: args.capture_request_limit,
+            sessions_per_ip_per_hour: args.capture_sessions_per_hour,
         },
         shutdown_grace: args.shutdown_grace,
     };

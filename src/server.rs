@@ -28,6 +28,8 @@ pub struct ServeOptions {
     pub redis: Option<store::redis::RedisOptions>,
     pub http: HttpOptions,
     pub auth: AuthOptions,
+    /// Limits of capture sessions.
+    pub capture: crate::capture::CaptureOptions,
     /// How long a shutdown waits for running turns before leaving them to the next start.
     pub shutdown_grace: Duration,
 }
@@ -70,7 +72,16 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
         true => Some(crate::observability::install().map_err(anyhow_like::Error)?),
         false => None,
     };
-    let app = http::router(AppState { engine: engine.clone(), auth, options: Arc::new(options.http.clone()), metrics });
+    let capture =
+        crate::capture::Capture::new(backend.capture.clone(), backend.limits.clone(), options.capture.clone());
+    capture.spawn_sweeper();
+    let app = http::router(AppState {
+        engine: engine.clone(),
+        auth,
+        options: Arc::new(options.http.clone()),
+        metrics,
+        capture,
+    });
     tracing::info!(%local, store = backend.store.kind(), workers = options.workers, "switchyard started");
     // Tests and scripts read this line to learn the port when started with --port 0.
     // Handlers first: a SIGTERM sent as soon as the address is printed must shut down gracefully,

@@ -1,5 +1,6 @@
 //! Several instances on one Redis: a task is visible, followed and canceled from any instance,
-//! work survives the death of the instance running it, and clients never see a chunk twice.
+//! work survives the death of the instance running it, and clients never see a chunk twice;
+//! a capture session is shared by every instance.
 
 mod common;
 
@@ -162,4 +163,36 @@ async fn a_stopping_instance_hands_its_running_turn_to_another_at_once() {
     wait_for_new_attempt(&staying, "slow", &task_id, &attempt_1["status"]["timestamp"]).await;
     let done = wait_for_state(&staying, "slow", &task_id, "input-required").await;
     assert_eq!(artifact_text(&done), LONG_TEXT);
+}
+
+#[tokio::test]
+async fn a_capture_session_recorded_on_one_instance_is_seen_live_on_another() {
+    let redis = Arc::new(RedisServer::start());
+    let prefix = format!("capture-{}", uuid());
+    let a = Server::start_on_redis(CONFIG, &redis, &prefix, &[]).await;
+    let b = Server::start_on_redis(CONFIG, &redis, &prefix, &[]).await;
+    let (status, created, _) = a.request("POST", "/v1/agent/sessions", None, None).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["session_id"].as_str().unwrap().to_string();
+    let response = b.client.get(b.url(&format!("/v1/agent/sessions/{id}/events/stream"))).send().await.unwrap();
+    let mut live_on_b = SseReader::from_response(response);
+    let url_on_a = a.url(&format!("/v1/ingest/{id}"));
+    let mut sent = std::collections::HashSet::new();
+    for i in 0..20 {
+        let response = a.client.post(&url_on_a).body(json!({ "i": i }).to_string()).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        sent.insert(json!({ "i": i }).to_string());
+    }
+    for seq in 1..=20u64 {
+        let event = live_on_b.next().await.expect("event on the other instance");
+        assert_eq!(event.data["seq"], seq, "in order, once each");
+        assert!(sent.contains(event.data["body"].as_str().unwrap()));
+    }
+    let (status, page) = b.get_json(&format!("/v1/agent/sessions/{id}?limit=100")).await;
+    assert_eq!(status, 200, "{page}");
+    let seqs: Vec<u64> = page["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=20).rev().collect::<Vec<_>>());
+    assert_eq!(b.request("DELETE", &format!("/v1/agent/sessions/{id}"), None, None).await.0, 204);
+    assert!(live_on_b.next().await.is_none(), "deletion on one instance ends live views on all");
+    assert_eq!(a.client.post(&url_on_a).body("{}").send().await.unwrap().status(), 404);
 }

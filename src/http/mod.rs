@@ -5,6 +5,7 @@ pub mod a2a;
 pub mod admin;
 pub mod apps;
 pub mod auth;
+pub mod capture;
 pub mod cards;
 pub mod limits;
 pub mod sessions;
@@ -43,6 +44,7 @@ pub struct AppState {
     pub options: Arc<HttpOptions>,
     /// Renders `/metrics` (with `--metrics`).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub capture: crate::capture::Capture,
 }
 
 /// A JSON error body `{"error": "..."}` with a status.
@@ -75,21 +77,46 @@ impl From<crate::engine::EngineError> for HttpError {
     }
 }
 
+/// A count parameter: absent or 0 means `default`, above `max` means `max`, anything else that
+/// is not a whole number is an error.
+pub fn query_count(raw: Option<&str>, name: &str, default: usize, max: usize) -> Result<usize, HttpError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(0) => Ok(default),
+            Ok(n) => Ok(n.min(max)),
+            Err(_) => Err(HttpError(
+                StatusCode::BAD_REQUEST,
+                format!("{name} must be a whole number (at most {max} are returned), got {raw:?}"),
+            )),
+        },
+    }
+}
+
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let cors = cors_layer(&state.options.cors_origins);
     // Everything but the system endpoints counts toward the rate limits.
+    let rate_limit = axum::middleware::from_fn_with_state(state.clone(), limits::rate_limit);
     let limited = Router::new()
         .merge(cards::router())
         .merge(a2a::router(state.options.max_body_bytes))
         .merge(apps::public_router())
+        .merge(capture::router())
         .merge(if state.auth.admin_enabled() { admin_router(&state) } else { Router::new() })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::rate_limit));
+        .layer(rate_limit.clone());
     let observed = state.metrics.is_some();
-    Router::new()
+    let identified = Router::new()
         .merge(system::router(observed))
         .merge(limited)
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+    // Capture ingest records requests exactly as they were sent: no request id is added.
+    let ingest = capture::ingest_router().layer(rate_limit);
+    Router::new()
+        .merge(identified)
+        .merge(ingest)
         .fallback(|| async { HttpError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             HttpError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint".into())
@@ -97,8 +124,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(tower::util::option_layer(observed.then(|| axum::middleware::from_fn(crate::observability::track_http))))
         .layer(cors)
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
 /// `/admin/*`: only with an admin secret configured, and only for requests that carry it

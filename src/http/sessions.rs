@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{AppState, HttpError};
+use super::{query_count, AppState, HttpError};
 use crate::clock::ms_to_rfc3339;
 use crate::engine::sessions::SessionSummary;
 use crate::store::tenants::DEFAULT_APP;
@@ -52,22 +52,6 @@ fn app_of(state: &AppState, app_id: Option<&str>) -> Result<(String, String), Ht
     }
 }
 
-/// A count parameter: absent or 0 means `default`, above `max` means `max`, anything else that
-/// is not a whole number is an error.
-fn count(raw: Option<&str>, name: &str, default: usize, max: usize) -> Result<usize, HttpError> {
-    match raw.map(str::trim) {
-        None | Some("") => Ok(default),
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(0) => Ok(default),
-            Ok(n) => Ok(n.min(max)),
-            Err(_) => Err(HttpError(
-                StatusCode::BAD_REQUEST,
-                format!("{name} must be a whole number (at most {max} are returned), got {raw:?}"),
-            )),
-        },
-    }
-}
-
 /// Page tokens carry the position of the last session of the previous page.
 fn page_token(after: u64) -> String {
     URL_SAFE_NO_PAD.encode(format!("sessions-after:{after}"))
@@ -101,7 +85,7 @@ fn view(summary: &SessionSummary, app_name: &str) -> Value {
 
 async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Result<Response, HttpError> {
     let (app, app_name) = app_of(&state, query.app_id.as_deref())?;
-    let page_size = count(query.page_size.as_deref(), "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+    let page_size = query_count(query.page_size.as_deref(), "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
     let after = match query.page_token.as_deref().filter(|t| !t.is_empty()) {
         Some(token) => position_of(token)?,
         None => 0,
@@ -126,7 +110,7 @@ async fn show(
     Query(query): Query<SessionQuery>,
 ) -> Result<Response, HttpError> {
     let (app, app_name) = app_of(&state, query.app_id.as_deref())?;
-    let limit = count(query.limit.as_deref(), "limit", DEFAULT_EVENT_LIMIT, MAX_EVENT_LIMIT)?;
+    let limit = query_count(query.limit.as_deref(), "limit", DEFAULT_EVENT_LIMIT, MAX_EVENT_LIMIT)?;
     let Some((summary, events)) = state.engine.session(&app, &id, limit).await? else {
         return Err(not_found(&id));
     };

@@ -9,6 +9,7 @@
 //! and follow live events without gaps: subscribe first, read, then skip events the snapshot has.
 
 pub mod bus;
+pub mod capture;
 pub mod embedded;
 pub mod limits;
 pub mod redis;
@@ -398,4 +399,5 @@ pub struct Backend {
     pub tenants: Arc<dyn tenants::TenantStore>,
     pub sessions: Arc<dyn sessions::SessionIndex>,
     pub limits: Arc<dyn limits::RateCounter>,
+    pub capture: Arc<dyn capture::CaptureStore>,
 }

@@ -18,6 +18,7 @@
 //! read–transition–write–publish sequence (no await inside), so the bus sees each task's
 //! events in sequence order and a reader never sees an event before the write it describes.
 
+mod capture;
 mod keys;
 mod sessions;
 mod tenants;
@@ -113,6 +114,14 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
     }
     let outcomes = load_outcomes(&tables.meta)?;
     let session_position = sessions::load_position(&tables.meta)?;
+    let group =
+        (options.fsync == FsyncPolicy::Always && !temporary).then(|| GroupSync::start(path.clone())).transpose()?;
+    let capture = Arc::new(capture::EmbeddedCapture::new(
+        db.clone(),
+        keyspace("capture_sessions")?,
+        keyspace("capture_events")?,
+        group.clone(),
+    ));
     let (ready_tx, ready_rx) = async_channel::unbounded();
     let bus = Arc::new(LocalBus::default());
     let store = Arc::new(EmbeddedStore {
@@ -127,9 +136,7 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         ready_rx,
         leased: Mutex::new(HashSet::new()),
         closed: AtomicBool::new(false),
-        group: (options.fsync == FsyncPolicy::Always && !temporary)
-            .then(|| GroupSync::start(path.clone()))
-            .transpose()?,
+        group,
         task_ttl_ms: options.task_ttl.as_millis() as u64,
         kind,
     });
@@ -141,6 +148,7 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         tenants,
         sessions: handle.clone(),
         limits: Arc::new(super::limits::LocalCounter::default()),
+        capture,
     })
 }
 

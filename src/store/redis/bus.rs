@@ -19,17 +19,28 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::keys::Keys;
 use crate::protocol::StreamEvent;
 use crate::store::bus::LocalBus;
+use crate::store::capture::{CapturedEvent, LiveCaptures};
 use crate::store::{EventBus, LoggedEvent, StoreError, StoredTask};
 
 enum Command {
     Subscribe(String, oneshot::Sender<Result<(), String>>),
-    /// Unsubscribe from a task's channel unless someone here follows it again.
-    Unsubscribe(String),
+    /// Unsubscribe from a channel unless someone here follows it again.
+    Unsubscribe(Followed),
+}
+
+/// What a channel carries.
+enum Followed {
+    /// A task's events.
+    Task(String),
+    /// A capture session's recorded requests.
+    Capture(String),
 }
 
 /// The Redis event bus of one instance.
 pub struct RedisBus {
     local: Arc<LocalBus>,
+    /// Followers of capture sessions on this instance.
+    captures: Arc<LiveCaptures>,
     /// Marks this instance's publications, which its own followers already got directly.
     source: String,
     keys: Keys,
@@ -56,17 +67,19 @@ impl RedisBus {
         timeout: Duration,
     ) -> Result<Arc<RedisBus>, StoreError> {
         let local = Arc::new(LocalBus::default());
+        let captures = Arc::new(LiveCaptures::default());
         let source = uuid::Uuid::new_v4().simple().to_string();
         let (commands, queue) = mpsc::unbounded_channel();
         let tenancy = broadcast::channel(16).0;
         let dispatch = {
             let local = local.clone();
+            let captures = captures.clone();
             let keys = keys.clone();
             let commands = commands.clone();
             let tenancy = tenancy.clone();
             let own = format!("{{\"src\":\"{source}\"").into_bytes();
             move |info: PushInfo| -> Result<(), std::convert::Infallible> {
-                on_push(&local, &keys, &commands, &tenancy, &own, info);
+                on_push(&local, &captures, &keys, &commands, &tenancy, &own, info);
                 Ok(())
             }
         };
@@ -88,8 +101,16 @@ impl RedisBus {
         conn.subscribe(&[keys.cancel_channel(), keys.tenancy_channel()])
             .await
             .map_err(|e| StoreError::Unavailable(format!("Redis pub/sub: {e}")))?;
-        let bus = Arc::new(RedisBus { local: local.clone(), source, keys: keys.clone(), commands, timeout, tenancy });
-        tokio::spawn(run_commands(conn, queue, local, keys));
+        let bus = Arc::new(RedisBus {
+            local: local.clone(),
+            captures: captures.clone(),
+            source,
+            keys: keys.clone(),
+            commands,
+            timeout,
+            tenancy,
+        });
+        tokio::spawn(run_commands(conn, queue, local, captures, keys));
         Ok(bus)
     }
 
@@ -107,12 +128,33 @@ impl RedisBus {
     pub(super) fn local(&self) -> &LocalBus {
         &self.local
     }
+
+    /// Follows the requests a capture session records, on every instance.
+    pub(super) async fn follow_capture(&self, id: &str) -> Result<broadcast::Receiver<Arc<CapturedEvent>>, StoreError> {
+        let receiver = self.captures.subscribe(id);
+        self.subscribe(self.keys.capture_channel(id)).await?;
+        Ok(receiver)
+    }
+
+    /// Subscribes this instance to a channel and waits until Redis confirms.
+    async fn subscribe(&self, channel: String) -> Result<(), StoreError> {
+        let (reply, confirmed) = oneshot::channel();
+        self.commands
+            .send(Command::Subscribe(channel, reply))
+            .map_err(|_| StoreError::Unavailable("Redis pub/sub is shut down".into()))?;
+        match tokio::time::timeout(self.timeout * 2, confirmed).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(StoreError::Unavailable(format!("Redis: cannot subscribe: {e}"))),
+            _ => Err(StoreError::Unavailable("Redis: subscribing timed out".into())),
+        }
+    }
 }
 
 /// Handles one push from Redis: an event for local followers, a cancellation, or the news
 /// that the connection dropped.
 fn on_push(
     local: &LocalBus,
+    captures: &LiveCaptures,
     keys: &Keys,
     commands: &mpsc::UnboundedSender<Command>,
     tenancy: &broadcast::Sender<()>,
@@ -136,11 +178,15 @@ fn on_push(
                 let _ = tenancy.send(());
                 return;
             }
+            if let Some(id) = keys.channel_capture(&channel) {
+                on_capture(captures, commands, id, payload);
+                return;
+            }
             let Some(task_id) = keys.channel_task(&channel) else { return };
             if payload.starts_with(own) {
                 // Written here: local followers already have it.
                 if !local.is_followed(task_id) {
-                    let _ = commands.send(Command::Unsubscribe(task_id.to_string()));
+                    let _ = commands.send(Command::Unsubscribe(Followed::Task(task_id.to_string())));
                 }
                 return;
             }
@@ -154,16 +200,36 @@ fn on_push(
             let event =
                 LoggedEvent { seq: published.seq, event: published.event, snapshot: published.task.map(Arc::new) };
             if !local.deliver(task_id, Arc::new(event)) {
-                let _ = commands.send(Command::Unsubscribe(task_id.to_string()));
+                let _ = commands.send(Command::Unsubscribe(Followed::Task(task_id.to_string())));
             }
         }
         PushKind::Disconnection => {
             tracing::warn!("Redis pub/sub connection lost; followers re-read the task logs");
             local.close_all();
+            captures.close_all();
             // Changes to apps or keys announced meanwhile are lost: reload.
             let _ = tenancy.send(());
         }
         _ => {}
+    }
+}
+
+/// A capture session's recorded request for its followers here (an empty payload: the session
+/// was deleted, and its followers end).
+fn on_capture(captures: &LiveCaptures, commands: &mpsc::UnboundedSender<Command>, id: &str, payload: &[u8]) {
+    if payload.is_empty() {
+        captures.close(id);
+        return;
+    }
+    let event: CapturedEvent = match serde_json::from_slice(payload) {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::warn!(session = id, error = %e, "ignoring an unreadable capture event");
+            return;
+        }
+    };
+    if !captures.publish(id, Arc::new(event)) {
+        let _ = commands.send(Command::Unsubscribe(Followed::Capture(id.to_string())));
     }
 }
 
@@ -180,6 +246,7 @@ async fn run_commands(
     mut conn: ConnectionManager,
     mut queue: mpsc::UnboundedReceiver<Command>,
     local: Arc<LocalBus>,
+    captures: Arc<LiveCaptures>,
     keys: Keys,
 ) {
     let mut batch = Vec::new();
@@ -193,9 +260,14 @@ async fn run_commands(
                     subscribe.push(channel);
                     replies.push(reply);
                 }
-                Command::Unsubscribe(task_id) => {
+                Command::Unsubscribe(Followed::Task(task_id)) => {
                     if !local.is_followed(&task_id) {
                         unsubscribe.push(keys.channel(&task_id));
+                    }
+                }
+                Command::Unsubscribe(Followed::Capture(id)) => {
+                    if !captures.is_followed(&id) {
+                        unsubscribe.push(keys.capture_channel(&id));
                     }
                 }
             }
@@ -222,15 +294,7 @@ impl EventBus for RedisBus {
     }
 
     async fn extend_to_remote(&self, task_id: &str) -> Result<(), StoreError> {
-        let (reply, confirmed) = oneshot::channel();
-        self.commands
-            .send(Command::Subscribe(self.keys.channel(task_id), reply))
-            .map_err(|_| StoreError::Unavailable("Redis pub/sub is shut down".into()))?;
-        match tokio::time::timeout(self.timeout * 2, confirmed).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(StoreError::Unavailable(format!("Redis: cannot subscribe: {e}"))),
-            _ => Err(StoreError::Unavailable("Redis: subscribing timed out".into())),
-        }
+        self.subscribe(self.keys.channel(task_id)).await
     }
 
     fn subscriptions(&self) -> usize {

@@ -140,6 +140,27 @@ impl Keys {
         format!("{}:session-position", self.base)
     }
 
+    /// Hash: a capture session's `created`, `expires` and `limit` (ms and count, 0 = none),
+    /// `count`, the response (`status`, `ctype`, `body`), `forward` and `app` ("" = none).
+    pub fn capture(&self, id: &str) -> String {
+        format!("{}:capture:{id}", self.base)
+    }
+
+    /// Sorted set: a capture session's events (CapturedEvent JSON) scored by number.
+    pub fn capture_events(&self, id: &str) -> String {
+        format!("{}:capture-events:{id}", self.base)
+    }
+
+    /// Pub/sub channel of a capture session's recorded requests (an empty message: deleted).
+    pub fn capture_channel(&self, id: &str) -> String {
+        format!("{}:capture-live:{id}", self.base)
+    }
+
+    /// The session id of a capture channel.
+    pub fn channel_capture<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel.strip_prefix(self.base.as_str())?.strip_prefix(":capture-live:")
+    }
+
     /// The consumer group of the queue.
     pub fn group(&self) -> &'static str {
         "workers"

@@ -14,6 +14,7 @@
 //!   followers of the task ([`bus`]); cancellations are announced on one channel.
 
 mod bus;
+mod capture;
 mod keys;
 mod limits;
 mod queue;
@@ -112,8 +113,10 @@ pub async fn open(options: &RedisOptions) -> Result<Backend, StoreError> {
     });
     let limits = Arc::new(limits::RedisCounter { conn: shared.conn.clone(), keys: shared.keys.clone() });
     let sessions = Arc::new(sessions::RedisSessions { conn: shared.conn.clone(), keys: shared.keys.clone() });
+    let capture =
+        Arc::new(capture::RedisCapture { conn: shared.conn.clone(), keys: shared.keys.clone(), bus: bus.clone() });
     let backend = Arc::new(RedisBackend(shared));
-    Ok(Backend { store: backend.clone(), queue: backend, bus, tenants, sessions, limits })
+    Ok(Backend { store: backend.clone(), queue: backend, bus, tenants, sessions, limits, capture })
 }
 
 fn hostname() -> String {

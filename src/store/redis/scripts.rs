@@ -358,3 +358,52 @@ return 1
 "#,
     )
 });
+
+/// Records a request in a capture session unless it is missing, expired or full. The event is
+/// the request's JSON with the number and the answered status written in front.
+/// KEYS: 1 session, 2 events. ARGV: 1 now ms, 2 the request JSON without its opening brace,
+/// 3 live channel. Returns {"ok", event JSON, session fields and values...}, {"missing"},
+/// {"expired", expiry ms} or {"full", limit}.
+pub static CAPTURE_RECORD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local s = redis.call('HMGET', KEYS[1], 'expires', 'limit', 'count', 'status')
+if not s[1] then return {'missing'} end
+local expires = tonumber(s[1])
+if expires > 0 and expires <= tonumber(ARGV[1]) then return {'expired', s[1]} end
+local limit = tonumber(s[2])
+if limit > 0 and tonumber(s[3]) >= limit then return {'full', s[2]} end
+local seq = redis.call('HINCRBY', KEYS[1], 'count', 1)
+local event = '{"seq":' .. seq .. ',"status":' .. s[4] .. ',' .. ARGV[2]
+redis.call('ZADD', KEYS[2], seq, event)
+if expires > 0 then redis.call('PEXPIREAT', KEYS[2], expires) end
+redis.call('PUBLISH', ARGV[3], event)
+local out = {'ok', event}
+for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do out[#out + 1] = v end
+return out
+"#,
+    )
+});
+
+/// Changes a capture session's settings unless it is missing or expired; a claim (ARGV[2] an
+/// app id) also makes it permanent, unless another app claimed it first.
+/// KEYS: 1 session, 2 events. ARGV: 1 now ms, 2 claiming app or "", 3... field/value pairs.
+/// Returns "ok", "missing", "expired:<ms>" or "taken:<app>".
+pub static CAPTURE_UPDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local s = redis.call('HMGET', KEYS[1], 'expires', 'app')
+if not s[1] then return 'missing' end
+local expires = tonumber(s[1])
+if expires > 0 and expires <= tonumber(ARGV[1]) then return 'expired:' .. s[1] end
+if ARGV[2] ~= '' then
+  if s[2] and s[2] ~= '' and s[2] ~= ARGV[2] then return 'taken:' .. s[2] end
+  redis.call('HSET', KEYS[1], 'app', ARGV[2], 'expires', 0, 'limit', 0)
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+end
+if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
+return 'ok'
+"#,
+    )
+});

@@ -1,0 +1,260 @@
+//! Capture sessions: throwaway URLs that record every request sent to them, for people who build
+//! agents and need to see exactly what a service sends. Anyone may create one (a few per client
+//! address per hour); it records up to a request limit until it expires, answers with a
+//! response its owner chooses, and can be read page by page with filters, exported, followed
+//! live, or claimed by an app, which keeps it for good.
+//!
+//! This module holds the rules (limits, expiry, access, filters, paging); the backend's
+//! [`CaptureStore`] holds the data.
+
+pub mod events;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+
+use crate::auth::Caller;
+use crate::clock::now_ms;
+use crate::store::capture::{
+    expired_grace_ms, is_session_id, new_session_id, CaptureResponse, CaptureSession, CaptureStore, CaptureUpdate,
+    CapturedEvent, CapturedRequest, Recording, Updated,
+};
+use crate::store::limits::{window_start, Hit, RateCounter};
+use crate::store::StoreError;
+
+pub use events::{EventFilter, EventPage};
+
+/// Limits of capture sessions.
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    /// How long a session records.
+    pub ttl: Duration,
+    /// Most requests one session records (0: no limit).
+    pub request_limit: u64,
+    /// Sessions one client address may create per hour (0: no limit).
+    pub sessions_per_ip_per_hour: u64,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        CaptureOptions { ttl: Duration::from_secs(14 * 86_400), request_limit: 2000, sessions_per_ip_per_hour: 10 }
+    }
+}
+
+/// Largest custom response body.
+pub const MAX_RESPONSE_BODY: usize = 4096;
+
+/// Why a capture operation did not happen; each maps to one HTTP status.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CaptureError {
+    #[error("capture session {0} not found")]
+    NotFound(String),
+    #[error("capture session {id} expired at {}", crate::clock::ms_to_rfc3339(*.expired_ms))]
+    Expired { id: String, expired_ms: u64 },
+    #[error("capture session {id} reached its limit of {limit} requests")]
+    Full { id: String, limit: u64 },
+    #[error("at most {limit} capture sessions per client address per hour; try again in {retry_after_s} s")]
+    TooManySessions { limit: u64, retry_after_s: u64 },
+    #[error("{0}")]
+    Invalid(String),
+    /// No credentials, where an app's token is needed.
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for CaptureError {
+    fn from(e: StoreError) -> Self {
+        CaptureError::Unavailable(e.to_string())
+    }
+}
+
+/// The capture service.
+#[derive(Clone)]
+pub struct Capture {
+    store: Arc<dyn CaptureStore>,
+    limits: Arc<dyn RateCounter>,
+    options: Arc<CaptureOptions>,
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+impl Capture {
+    pub fn new(store: Arc<dyn CaptureStore>, limits: Arc<dyn RateCounter>, options: CaptureOptions) -> Self {
+        Capture { store, limits, options: Arc::new(options) }
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.options.ttl.as_millis() as u64
+    }
+
+    /// A new session for a client at `ip`, unless that address created its quota this hour.
+    pub async fn create(&self, ip: IpAddr) -> Result<CaptureSession, CaptureError> {
+        let now = now_ms();
+        let quota = self.options.sessions_per_ip_per_hour;
+        if quota > 0 {
+            let hit = Hit { key: format!("capture-sessions:{ip}"), window_ms: HOUR_MS };
+            let counts = self.limits.hit(std::slice::from_ref(&hit), now).await?;
+            if counts.first().is_some_and(|count| *count > quota) {
+                let window_end = window_start(now, HOUR_MS) + HOUR_MS;
+                return Err(CaptureError::TooManySessions {
+                    limit: quota,
+                    retry_after_s: (window_end - now).div_ceil(1000).max(1),
+                });
+            }
+        }
+        let session = CaptureSession {
+            id: new_session_id(),
+            created_ms: now,
+            expires_ms: Some(now + self.ttl_ms()),
+            request_limit: Some(self.options.request_limit).filter(|n| *n > 0),
+            request_count: 0,
+            response: CaptureResponse::default(),
+            forward_url: None,
+            app: None,
+        };
+        self.store.create(&session, expired_grace_ms(self.ttl_ms())).await?;
+        Ok(session)
+    }
+
+    /// Records a request sent to a session; returns the event and the session as it answers.
+    pub async fn ingest(
+        &self,
+        id: &str,
+        request: &CapturedRequest,
+    ) -> Result<(Arc<CapturedEvent>, CaptureSession), CaptureError> {
+        if !is_session_id(id) {
+            return Err(CaptureError::NotFound(id.to_string()));
+        }
+        match self.store.record(id, request, request.received_ms).await? {
+            Recording::Recorded { event, session } => Ok((event, session)),
+            Recording::Missing => Err(CaptureError::NotFound(id.to_string())),
+            Recording::Expired(expired_ms) => Err(CaptureError::Expired { id: id.to_string(), expired_ms }),
+            Recording::Full(limit) => Err(CaptureError::Full { id: id.to_string(), limit }),
+        }
+    }
+
+    /// A live session `caller` may manage: anyone with the id, unless an app claimed it; then
+    /// only that app's tokens and the admin secret.
+    pub async fn session(&self, id: &str, caller: &Caller) -> Result<CaptureSession, CaptureError> {
+        if !is_session_id(id) {
+            return Err(CaptureError::NotFound(id.to_string()));
+        }
+        let session = self.store.session(id).await?.ok_or_else(|| CaptureError::NotFound(id.to_string()))?;
+        if let Some(expired_ms) = session.expires_ms.filter(|_| session.expired(now_ms())) {
+            return Err(CaptureError::Expired { id: id.to_string(), expired_ms });
+        }
+        check_owner(&session, caller)?;
+        Ok(session)
+    }
+
+    /// One page of a session's events, newest first.
+    pub async fn events(
+        &self,
+        session: &CaptureSession,
+        filter: &EventFilter,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<EventPage, CaptureError> {
+        Ok(events::page(self.store.as_ref(), &session.id, filter, cursor, limit).await?)
+    }
+
+    /// Sets what the session answers.
+    pub async fn set_response(
+        &self,
+        id: &str,
+        caller: &Caller,
+        response: CaptureResponse,
+    ) -> Result<CaptureSession, CaptureError> {
+        self.session(id, caller).await?;
+        self.update(id, CaptureUpdate::Response(response)).await
+    }
+
+    /// Attaches the session to the caller's app for good.
+    pub async fn claim(&self, id: &str, caller: &Caller) -> Result<CaptureSession, CaptureError> {
+        let Caller::App { app, .. } = caller else {
+            return Err(CaptureError::Unauthenticated("claiming a capture session needs an app token".into()));
+        };
+        self.session(id, caller).await?;
+        self.update(id, CaptureUpdate::Claim(app.clone())).await
+    }
+
+    async fn update(&self, id: &str, update: CaptureUpdate) -> Result<CaptureSession, CaptureError> {
+        match self.store.update(id, update, now_ms()).await? {
+            Updated::Done(session) => Ok(session),
+            Updated::Missing => Err(CaptureError::NotFound(id.to_string())),
+            Updated::Expired(expired_ms) => Err(CaptureError::Expired { id: id.to_string(), expired_ms }),
+            Updated::ClaimedByOther(_) => {
+                Err(CaptureError::Conflict(format!("capture session {id} was claimed by another app")))
+            }
+        }
+    }
+
+    /// Removes a session and its events. Idempotent: a session that is already gone (or never
+    /// was) is not an error; one claimed by another app is.
+    pub async fn delete(&self, id: &str, caller: &Caller) -> Result<(), CaptureError> {
+        if !is_session_id(id) {
+            return Ok(());
+        }
+        if let Some(session) = self.store.session(id).await? {
+            check_owner(&session, caller)?;
+            self.store.delete(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Every event of a session recorded before the export began, oldest first, in pages.
+    pub fn export(&self, session: &CaptureSession) -> impl Stream<Item = Result<Vec<CapturedEvent>, CaptureError>> {
+        events::export(self.store.clone(), session.id.clone(), session.request_count)
+    }
+
+    /// The session's events as they are recorded, after `after` (a `Last-Event-ID`), in order.
+    pub async fn live(
+        &self,
+        session: &CaptureSession,
+        after: Option<u64>,
+    ) -> Result<impl Stream<Item = Result<Arc<CapturedEvent>, CaptureError>>, CaptureError> {
+        events::live(self.store.clone(), session.id.clone(), after.unwrap_or(session.request_count)).await
+    }
+
+    /// Purges expired sessions in the background, at an interval fitting the TTL (a quarter of
+    /// it, between 1 s and 1 min).
+    pub fn spawn_sweeper(&self) {
+        let store = self.store.clone();
+        let every = (self.options.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match store.sweep(now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "purged expired capture sessions"),
+                    Err(e) => tracing::warn!(error = %e, "capture sweep failed"),
+                }
+            }
+        });
+    }
+}
+
+/// A claimed session belongs to its app.
+fn check_owner(session: &CaptureSession, caller: &Caller) -> Result<(), CaptureError> {
+    let Some(owner) = &session.app else { return Ok(()) };
+    match caller {
+        Caller::Admin => Ok(()),
+        Caller::App { app, .. } if app == owner => Ok(()),
+        Caller::App { .. } => {
+            Err(CaptureError::Forbidden(format!("capture session {} belongs to another app", session.id)))
+        }
+        Caller::Anonymous => Err(CaptureError::Unauthenticated(format!(
+            "capture session {} was claimed by an app; send that app's token",
+            session.id
+        ))),
+    }
+}
