@@ -10,8 +10,10 @@
 #   BENCH_PY_DURATION   measured load for the Python peer (default: BENCH_DURATION)
 #   BENCH_WARMUP        un-measured load before each measurement (default 2s)
 #   BENCH_CONNECTIONS   concurrent connections (default 32)
-#   BENCH_SERVERS       comma-separated subset of: embedded,memory,auth,redis,redis-queue,js,python
-#                       (default: all). The redis rows need `redis-server` on PATH; without it
+#   BENCH_SERVERS       comma-separated subset of: embedded,memory,auth,redis,redis-queue,
+#                       capture,js,python (default: all). `capture` is the capture-session
+#                       benchmark (bench/capture.py): ingest req/s into one session and
+#                       ingest-to-live-stream latency, on the embedded store, :memory: and Redis. The redis rows need `redis-server` on PATH; without it
 #                       they are skipped with a note, not failed.
 #   BENCH_PEERS_DIR     where shared/peers/setup.sh installs the peers (default /tmp/switchyard-peers)
 #   BENCH_PEERS_SRC     the shared/peers checkout (default: ../shared/peers next to the repo)
@@ -33,7 +35,7 @@ DURATION="${BENCH_DURATION:-10s}"
 PY_DURATION="${BENCH_PY_DURATION:-$DURATION}"
 WARMUP="${BENCH_WARMUP:-2s}"
 CONNECTIONS="${BENCH_CONNECTIONS:-32}"
-SERVERS="${BENCH_SERVERS:-embedded,memory,auth,redis,redis-queue,js,python}"
+SERVERS="${BENCH_SERVERS:-embedded,memory,auth,redis,redis-queue,capture,js,python}"
 OHA_AUTH=()
 PEERS_DIR="${BENCH_PEERS_DIR:-/tmp/switchyard-peers}"
 PEERS_SRC="${BENCH_PEERS_SRC:-$REPO/../shared/peers}"
@@ -352,7 +354,21 @@ run_queue() {
   for p in "${pids[@]}"; do stop_server "$p"; done
 }
 
-if wants redis || wants redis-queue; then
+# Capture sessions: bench/capture.py starts its own servers (one per backend) and prints its
+# own table, shown after the message/send tables.
+CAPTURED=0
+run_capture() {
+  local redis_url=$1 format=()
+  [ "${OHA_JSON[0]}" != "--output-format" ] || format=(--oha-output-format)
+  mkdir -p "$WORK/capture-data" "$OUT_DIR"
+  python3 "$HERE/capture.py" --bin "$BIN" --oha "$OHA" "${format[@]}" --config "$WORK/switchyard.yaml" \
+    --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" \
+    --data-dir "$WORK/capture-data" ${redis_url:+--redis-url "$redis_url"} --out "$OUT_DIR/capture.json" \
+    >"$WORK/capture.table" || die "capture benchmark failed"
+  CAPTURED=1
+}
+
+if wants redis || wants redis-queue || wants capture; then
   if ! command -v redis-server >/dev/null 2>&1; then
     REDIS_NOTE="redis rows skipped: redis-server is not on PATH"
     log "NOTE: $REDIS_NOTE"
@@ -370,9 +386,16 @@ if wants redis || wants redis-queue; then
       run_queue redis-queue-1 "switchyard redis, 1 instance" 1
       run_queue redis-queue-2 "switchyard redis, 2 instances" 2
     fi
+    if wants capture; then
+      run_capture "redis://127.0.0.1:$REDIS_PORT"
+    fi
     stop_server "$REDIS_PID"
     REDIS_PID=""
   fi
+fi
+
+if wants capture && [ "$CAPTURED" = 0 ]; then
+  run_capture ""
 fi
 
 # --- official SDK peers -----------------------------------------------------------------
@@ -406,3 +429,4 @@ python3 "$HERE/report.py" summarize "$WORK/runs.tsv" "$OUT_DIR/results.json" \
   --redis-version "$REDIS_VERSION" \
   --redis-note "$REDIS_NOTE" \
   --body "$BODY"
+[ ! -f "$WORK/capture.table" ] || cat "$WORK/capture.table"

@@ -5,7 +5,8 @@
 #
 # 1. Installs the clients into a cache dir (default target/conformance-env under the repo
 #    root; override with SWITCHYARD_CONFORMANCE_ENV):
-#      py/  venv with conformance/python/requirements.txt  (a2a-sdk 0.3.26, PyJWT 2.15.1)
+#      py/  venv with conformance/python/requirements.txt  (a2a-sdk 0.3.26, PyJWT 2.15.1,
+#           standardwebhooks 1.1.0)
 #      js/  npm ci of conformance/js/package-lock.json     (@a2a-js/sdk 0.3.14)
 #    Each is rebuilt only when its requirements / lockfile change (stamp files).
 # 2. Uses tests/agents.yaml (agents echo, slow and done; shared with the Rust tests).
@@ -13,13 +14,16 @@
 #    CONFORMANCE_BACKEND=redis, on a private redis-server child), with authentication on
 #    (--auth-secret conformance-admin-secret: the admin API and app tokens; the agents of
 #    tests/agents.yaml are public, so the SDK clients still call them anonymously), and reads
-#    the port from its "listening on http://127.0.0.1:PORT" line on stdout.
+#    the port from its "listening on http://127.0.0.1:PORT" line on stdout. Deliveries may go
+#    to private addresses (--allow-private-targets): the clients' receivers are on 127.0.0.1.
 # 4. Runs against it, in this order:
 #      conformance/python/test_client.py  the A2A checks, official Python SDK
 #      conformance/python/test_tokens.py  app tokens (admin API, JWKS, key rotation) verified
 #                                         by PyJWT, an independent JWT implementation
+#      conformance/python/test_webhooks.py  outgoing Standard Webhooks signatures verified by
+#                                         the `standardwebhooks` reference library
 #      conformance/js/client.mjs          the A2A checks, official JS SDK
-# 5. Stops the server; exits 1 if any of the three reported a failure.
+# 5. Stops the server; exits 1 if any of the four reported a failure.
 #
 # Needs python3 (with venv), node >= 18 and npm; registries: PyPI and npm.
 set -euo pipefail
@@ -110,8 +114,10 @@ if [ "${CONFORMANCE_BACKEND:-embedded}" = redis ]; then
 fi
 OUT="$TMP/server.stdout"
 ERR="$TMP/server.stderr"
+# The clients' push and webhook receivers listen on 127.0.0.1, which the SSRF guard refuses
+# unless private targets are allowed.
 "$BIN" serve --config "$CONFIG" --host 127.0.0.1 --port 0 "${BACKEND_ARGS[@]}" \
-  --auth-secret "$AUTH_SECRET" >"$OUT" 2>"$ERR" &
+  --auth-secret "$AUTH_SECRET" --allow-private-targets >"$OUT" 2>"$ERR" &
 SERVER_PID=$!
 
 show_server_output() {
@@ -151,6 +157,8 @@ py_rc=0
 tok_rc=0
 "${client_env[@]}" "SWITCHYARD_AUTH_SECRET=$AUTH_SECRET" "$ENV_DIR/py/bin/python" "$HERE/python/test_tokens.py" \
   | tee "$TMP/tok.out" || tok_rc=$?
+hook_rc=0
+"${client_env[@]}" "$ENV_DIR/py/bin/python" "$HERE/python/test_webhooks.py" | tee "$TMP/hook.out" || hook_rc=$?
 js_rc=0
 "${client_env[@]}" node "$ENV_DIR/js/client.mjs" | tee "$TMP/js.out" || js_rc=$?
 
@@ -158,7 +166,7 @@ js_rc=0
 # Add up the "N/M passed" summaries; a script that died without one counts as one failure.
 passed=0
 failed=0
-for out in "$TMP/py.out" "$TMP/tok.out" "$TMP/js.out"; do
+for out in "$TMP/py.out" "$TMP/tok.out" "$TMP/hook.out" "$TMP/js.out"; do
   line="$(grep -oE '[0-9]+/[0-9]+ passed' "$out" | tail -n1 || true)"
   if [ -z "$line" ]; then
     failed=$((failed + 1))
@@ -170,10 +178,10 @@ for out in "$TMP/py.out" "$TMP/tok.out" "$TMP/js.out"; do
   passed=$((passed + n))
   failed=$((failed + m - n))
 done
-if [ "$py_rc" -ne 0 ] || [ "$tok_rc" -ne 0 ] || [ "$js_rc" -ne 0 ]; then
+if [ "$py_rc" -ne 0 ] || [ "$tok_rc" -ne 0 ] || [ "$hook_rc" -ne 0 ] || [ "$js_rc" -ne 0 ]; then
   [ "$failed" -gt 0 ] || failed=1 # a client failed without reporting a failed check
   show_server_output
 fi
-echo "conformance: python rc=$py_rc, tokens rc=$tok_rc, js rc=$js_rc"
+echo "conformance: python rc=$py_rc, tokens rc=$tok_rc, webhooks rc=$hook_rc, js rc=$js_rc"
 echo "conformance: $passed passed, $failed failed"
-[ "$py_rc" -eq 0 ] && [ "$tok_rc" -eq 0 ] && [ "$js_rc" -eq 0 ]
+[ "$py_rc" -eq 0 ] && [ "$tok_rc" -eq 0 ] && [ "$hook_rc" -eq 0 ] && [ "$js_rc" -eq 0 ]

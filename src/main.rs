@@ -13,6 +13,8 @@ use switchyard::auth::external::ExternalIssuer;
 use switchyard::auth::AuthOptions;
 use switchyard::capture::CaptureOptions;
 use switchyard::config::{parse_duration, Config};
+use switchyard::delivery::breaker::BreakerPolicy;
+use switchyard::delivery::DeliveryOptions;
 use switchyard::http::limits::RateLimit;
 use switchyard::http::HttpOptions;
 use switchyard::server::{serve, ServeOptions};
@@ -121,6 +123,22 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// Let outgoing deliveries (push notifications, callbacks, forwarding) reach private,
+    /// loopback and link-local addresses (refused by default: SSRF guard).
+    #[arg(long, env = "SWITCHYARD_ALLOW_PRIVATE_TARGETS")]
+    allow_private_targets: bool,
+    /// Delays between delivery attempts, comma-separated (one attempt more than delays).
+    #[arg(long, env = "SWITCHYARD_DELIVERY_SCHEDULE", default_value = switchyard::delivery::DEFAULT_SCHEDULE, value_parser = parse_schedule)]
+    delivery_schedule: Schedule,
+    /// Longest wait for a delivery target's answer.
+    #[arg(long, env = "SWITCHYARD_DELIVERY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    delivery_timeout: Duration,
+    /// Consecutive failed attempts after which a delivery target is rested (0: never).
+    #[arg(long, env = "SWITCHYARD_DELIVERY_BREAKER_FAILURES", default_value_t = 5)]
+    delivery_breaker_failures: u32,
+    /// How long a failing delivery target first rests (doubled after each failed trial, up to 10 min).
+    #[arg(long, env = "SWITCHYARD_DELIVERY_BREAKER_REST", default_value = "30s", value_parser = parse_duration)]
+    delivery_breaker_rest: Duration,
     /// How long a capture session records (e.g. 14d, 1h).
     #[arg(long, env = "SWITCHYARD_CAPTURE_TTL", default_value = "14d", value_parser = parse_duration)]
     capture_ttl: Duration,
@@ -139,6 +157,14 @@ struct ServeArgs {
 enum LogFormat {
     Text,
     Json,
+}
+
+/// A retry schedule flag (a newtype: clap reads a `Vec` as a repeated flag).
+#[derive(Debug, Clone)]
+struct Schedule(Vec<Duration>);
+
+fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    switchyard::delivery::parse_schedule(text).map(Schedule)
 }
 
 fn main() -> ExitCode {
@@ -206,6 +232,17 @@ fn run(args: ServeArgs) -> ExitCode {
                 }
                 _ => None,
             },
+        },
+        delivery: DeliveryOptions {
+            schedule: args.delivery_schedule.0,
+            allow_private_targets: args.allow_private_targets,
+            timeout: args.delivery_timeout,
+            breaker: BreakerPolicy {
+                failures: args.delivery_breaker_failures,
+                rest: args.delivery_breaker_rest,
+                ..BreakerPolicy::default()
+            },
+            ..DeliveryOptions::default()
         },
         capture: CaptureOptions {
             ttl: args.capture_ttl,

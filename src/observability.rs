@@ -27,10 +27,12 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     // Present from the first scrape, not only after the first event.
     gauge!("switchyard_sse_streams_open").set(0.0);
-    for outcome in ["delivered", "failed"] {
-        counter!("switchyard_push_deliveries_total", "outcome" => outcome).absolute(0);
+    for kind in ["push", "callback", "forward"] {
+        for outcome in ["delivered", "failed"] {
+            counter!("switchyard_deliveries_total", "kind" => kind, "outcome" => outcome).absolute(0);
+        }
+        counter!("switchyard_delivery_attempts_total", "kind" => kind).absolute(0);
     }
-    counter!("switchyard_push_attempts_total").absolute(0);
     Ok(handle)
 }
 
@@ -54,11 +56,18 @@ pub fn rpc_call(method: String, error_code: Option<i64>) {
     counter!("switchyard_jsonrpc_requests_total", "method" => method, "outcome" => outcome).increment(1);
 }
 
-/// A push notification delivered (`true`) or given up after its last attempt.
-pub fn push_delivery(delivered: bool, attempts: u32) {
+/// A delivery (push notification, callback, forwarded request) that ended: delivered, or
+/// given up after `attempts`.
+pub fn delivery_finished(kind: crate::store::deliveries::DeliveryKind, delivered: bool, attempts: usize) {
+    use crate::store::deliveries::DeliveryKind;
+    let kind = match kind {
+        DeliveryKind::Push => "push",
+        DeliveryKind::Callback => "callback",
+        DeliveryKind::Forward => "forward",
+    };
     let outcome = if delivered { "delivered" } else { "failed" };
-    counter!("switchyard_push_deliveries_total", "outcome" => outcome).increment(1);
-    counter!("switchyard_push_attempts_total").increment(u64::from(attempts));
+    counter!("switchyard_deliveries_total", "kind" => kind, "outcome" => outcome).increment(1);
+    counter!("switchyard_delivery_attempts_total", "kind" => kind).increment(attempts as u64);
 }
 
 /// A request refused by the rate limit of `scope`.

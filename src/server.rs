@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{Auth, AuthOptions};
 use crate::config::Config;
-use crate::delivery::{PushDelivery, RetryPolicy};
+use crate::delivery::{Deliveries, DeliveryOptions};
 use crate::engine::{Engine, EngineOptions};
 use crate::http::{self, AppState, HttpOptions};
 use crate::store;
@@ -28,6 +28,8 @@ pub struct ServeOptions {
     pub redis: Option<store::redis::RedisOptions>,
     pub http: HttpOptions,
     pub auth: AuthOptions,
+    /// Outgoing deliveries: retry schedule, SSRF guard.
+    pub delivery: DeliveryOptions,
     /// Limits of capture sessions.
     pub capture: crate::capture::CaptureOptions,
     /// How long a shutdown waits for running turns before leaving them to the next start.
@@ -45,10 +47,12 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
         .await
         .map_err(|e| anyhow_like::Error(format!("cannot load apps: {e}")))?;
     tenants.watch();
+    let deliveries = Deliveries::new(backend.deliveries.clone(), options.delivery.clone());
+    deliveries.start();
     let engine = Engine::new(
         backend.clone(),
         tenants.clone(),
-        PushDelivery::new(RetryPolicy::default()),
+        deliveries.clone(),
         EngineOptions {
             workers: options.workers,
             max_attempts: options.max_attempts,
@@ -72,8 +76,12 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
         true => Some(crate::observability::install().map_err(anyhow_like::Error)?),
         false => None,
     };
-    let capture =
-        crate::capture::Capture::new(backend.capture.clone(), backend.limits.clone(), options.capture.clone());
+    let capture = crate::capture::Capture::new(
+        backend.capture.clone(),
+        backend.limits.clone(),
+        deliveries.clone(),
+        options.capture.clone(),
+    );
     capture.spawn_sweeper();
     let app = http::router(AppState {
         engine: engine.clone(),
@@ -81,6 +89,7 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
         options: Arc::new(options.http.clone()),
         metrics,
         capture,
+        deliveries,
     });
     tracing::info!(%local, store = backend.store.kind(), workers = options.workers, "switchyard started");
     // Tests and scripts read this line to learn the port when started with --port 0.

@@ -59,7 +59,7 @@ async fn metrics_count_requests_calls_streams_and_rejections() {
     assert_eq!(sample(&text, r#"switchyard_tasks{state="completed"}"#), Some(3.0), "{text}");
     assert_eq!(sample(&text, "switchyard_queue_depth"), Some(0.0));
     assert_eq!(sample(&text, "switchyard_dead_letter_queue_size"), Some(0.0));
-    assert_eq!(sample(&text, r#"switchyard_push_deliveries_total{outcome="failed"}"#), Some(0.0));
+    assert_eq!(sample(&text, r#"switchyard_deliveries_total{kind="push",outcome="failed"}"#), Some(0.0));
     assert_eq!(sample(&text, "switchyard_store_up"), Some(1.0));
     // Scrapes and health checks are never limited, and not counted against anyone.
     for _ in 0..5 {

@@ -616,6 +616,14 @@ async fn hook(
     }
 }
 
+/// A server that may deliver to this machine's receivers (loopback is refused by default) and
+/// retries quickly, without resting a receiver that refuses on purpose.
+async fn push_server() -> Server {
+    let args =
+        ["--allow-private-targets", "--delivery-schedule", "100ms,200ms,400ms", "--delivery-breaker-failures", "0"];
+    Server::start_with(CONFIG, ":memory:", &args).await
+}
+
 /// Starts a push receiver on 127.0.0.1:0; returns its URL and the requests it gets.
 async fn push_receiver(refusals_per_body: usize) -> (String, tokio::sync::mpsc::UnboundedReceiver<Received>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -647,7 +655,7 @@ fn header<'a>(r: &'a Received, name: &str) -> &'a str {
 
 #[tokio::test]
 async fn push_notifications_post_the_task_with_token_and_authorization() {
-    let s = Server::start().await;
+    let s = push_server().await;
     let (url, mut rx) = push_receiver(0).await;
     let text = "push me through please";
     let task = s
@@ -699,7 +707,7 @@ async fn push_notifications_post_the_task_with_token_and_authorization() {
 
 #[tokio::test]
 async fn push_notification_refused_with_500_is_retried() {
-    let s = Server::start().await;
+    let s = push_server().await;
     let (url, mut rx) = push_receiver(2).await;
     let task = s
         .result(
@@ -1139,7 +1147,7 @@ async fn push_config_set_with_an_existing_id_replaces_it() {
 
 #[tokio::test]
 async fn push_config_given_with_message_send_is_listed_with_the_task_id() {
-    let s = Server::start().await;
+    let s = push_server().await;
     let (url, _requests) = push_receiver(0).await;
     let task = s
         .result(
@@ -1176,7 +1184,7 @@ async fn wait_for_push_state(
 
 #[tokio::test]
 async fn push_notifications_go_to_every_config_of_the_task() {
-    let s = Server::start().await;
+    let s = push_server().await;
     let task = s.send_text("echo", "first").await;
     let (url_a, mut rx_a) = push_receiver(0).await;
     let (url_b, mut rx_b) = push_receiver(0).await;
@@ -1203,7 +1211,7 @@ async fn push_notifications_go_to_every_config_of_the_task() {
 
 #[tokio::test]
 async fn push_notification_is_sent_when_a_task_is_canceled() {
-    let s = Server::start().await;
+    let s = push_server().await;
     let task = s.send_text("echo", "hello").await;
     let (url, mut rx) = push_receiver(0).await;
     s.result(
@@ -1220,7 +1228,7 @@ async fn push_notification_is_sent_when_a_task_is_canceled() {
 
 #[tokio::test]
 async fn push_authentication_uses_the_first_scheme() {
-    let s = Server::start().await;
+    let s = push_server().await;
     let (url, mut rx) = push_receiver(0).await;
     s.result(
         "echo",
@@ -1327,7 +1335,7 @@ async fn method_of_wrong_type_is_invalid_request_with_id_echoed() {
 
 #[tokio::test]
 async fn push_config_with_empty_id_given_with_message_send_gets_the_task_id() {
-    let s = Server::start().await;
+    let s = push_server().await;
     let (url, _requests) = push_receiver(0).await;
     let task = s
         .result(

@@ -17,10 +17,12 @@ use futures::Stream;
 
 use crate::auth::Caller;
 use crate::clock::now_ms;
+use crate::delivery::{signing, Deliveries, Outgoing};
 use crate::store::capture::{
     expired_grace_ms, is_session_id, new_session_id, CaptureResponse, CaptureSession, CaptureStore, CaptureUpdate,
     CapturedEvent, CapturedRequest, Recording, Updated,
 };
+use crate::store::deliveries::DeliveryKind;
 use crate::store::limits::{window_start, Hit, RateCounter};
 use crate::store::StoreError;
 
@@ -81,14 +83,20 @@ impl From<StoreError> for CaptureError {
 pub struct Capture {
     store: Arc<dyn CaptureStore>,
     limits: Arc<dyn RateCounter>,
+    deliveries: Deliveries,
     options: Arc<CaptureOptions>,
 }
 
 const HOUR_MS: u64 = 3_600_000;
 
 impl Capture {
-    pub fn new(store: Arc<dyn CaptureStore>, limits: Arc<dyn RateCounter>, options: CaptureOptions) -> Self {
-        Capture { store, limits, options: Arc::new(options) }
+    pub fn new(
+        store: Arc<dyn CaptureStore>,
+        limits: Arc<dyn RateCounter>,
+        deliveries: Deliveries,
+        options: CaptureOptions,
+    ) -> Self {
+        Capture { store, limits, deliveries, options: Arc::new(options) }
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -118,6 +126,7 @@ impl Capture {
             request_count: 0,
             response: CaptureResponse::default(),
             forward_url: None,
+            forward_secret: None,
             app: None,
         };
         self.store.create(&session, expired_grace_ms(self.ttl_ms())).await?;
@@ -134,7 +143,12 @@ impl Capture {
             return Err(CaptureError::NotFound(id.to_string()));
         }
         match self.store.record(id, request, request.received_ms).await? {
-            Recording::Recorded { event, session } => Ok((event, session)),
+            Recording::Recorded { event, session } => {
+                if let Some(url) = &session.forward_url {
+                    self.deliveries.submit_later(relay(&session, url, &event));
+                }
+                Ok((event, session))
+            }
             Recording::Missing => Err(CaptureError::NotFound(id.to_string())),
             Recording::Expired(expired_ms) => Err(CaptureError::Expired { id: id.to_string(), expired_ms }),
             Recording::Full(limit) => Err(CaptureError::Full { id: id.to_string(), limit }),
@@ -175,6 +189,22 @@ impl Capture {
     ) -> Result<CaptureSession, CaptureError> {
         self.session(id, caller).await?;
         self.update(id, CaptureUpdate::Response(response)).await
+    }
+
+    /// Relays every request recorded from now on to `url` (signed with the session's secret),
+    /// or stops relaying (`None`).
+    pub async fn set_forwarding(
+        &self,
+        id: &str,
+        caller: &Caller,
+        url: Option<String>,
+    ) -> Result<CaptureSession, CaptureError> {
+        let session = self.session(id, caller).await?;
+        if let Some(url) = &url {
+            self.deliveries.check_target(url).await.map_err(|e| CaptureError::Invalid(format!("url: {e}")))?;
+        }
+        let secret = session.forward_secret.unwrap_or_else(signing::new_secret);
+        self.update(id, CaptureUpdate::Forwarding { url, secret }).await
     }
 
     /// Attaches the session to the caller's app for good.
@@ -240,6 +270,50 @@ impl Capture {
                 }
             }
         });
+    }
+}
+
+/// Headers not relayed: the connection's own, and signature headers the relay replaces.
+const NOT_RELAYED: [&str; 12] = [
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// The delivery that relays a recorded request: same method, headers and body, signed with
+/// the session's secret, naming the session and event.
+fn relay(session: &CaptureSession, url: &str, event: &CapturedEvent) -> Outgoing {
+    use base64::Engine as _;
+    let request = &event.request;
+    let mut headers: Vec<(String, String)> = request
+        .headers
+        .iter()
+        .filter(|(name, _)| !NOT_RELAYED.contains(&name.as_str()))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    headers.push(("x-capture-session".into(), session.id.clone()));
+    headers.push(("x-capture-event".into(), request.id.clone()));
+    let body = match request.body_encoding.as_str() {
+        "base64" => base64::engine::general_purpose::STANDARD.decode(&request.body).unwrap_or_default(),
+        _ => request.body.clone().into_bytes(),
+    };
+    Outgoing {
+        kind: DeliveryKind::Forward,
+        source: session.id.clone(),
+        url: url.to_string(),
+        method: request.method.clone(),
+        headers,
+        body,
+        secret: session.forward_secret.clone(),
     }
 }
 

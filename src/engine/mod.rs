@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agents::{AgentEvent, RequestContext};
 use crate::clock::now_ms;
-use crate::delivery::PushDelivery;
+use crate::delivery::Deliveries;
 use crate::protocol::{Message, PushNotificationConfig, StreamEvent, Task, TaskKind, TaskState, TaskStatus};
 use crate::store::{Applied, Backend, Change, Job, LoggedEvent, StoreError, StoredTask};
 use crate::tenants::Tenants;
@@ -68,7 +68,7 @@ struct Inner {
     tenants: Tenants,
     /// Cancellation tokens of turns running on this instance.
     running: Mutex<HashMap<String, CancellationToken>>,
-    push: PushDelivery,
+    push: Deliveries,
     options: EngineOptions,
     shutdown: CancellationToken,
 }
@@ -92,7 +92,7 @@ pub struct Submitted {
 
 impl Engine {
     /// An engine over `backend`; call [`Engine::start`] to run workers.
-    pub fn new(backend: Backend, tenants: Tenants, push: PushDelivery, options: EngineOptions) -> Self {
+    pub fn new(backend: Backend, tenants: Tenants, push: Deliveries, options: EngineOptions) -> Self {
         Engine {
             inner: Arc::new(Inner {
                 backend,
@@ -309,7 +309,7 @@ impl Engine {
             return;
         }
         if matches!(applied.event, StreamEvent::Status(_) | StreamEvent::Task(_)) {
-            self.inner.push.deliver(&applied.task.task, &applied.push_configs);
+            self.inner.push.push(&applied.task.task, &applied.push_configs);
         }
     }
 

@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/", post(create))
         .route("/{id}", get(show).delete(delete))
         .route("/{id}/response", patch(set_response))
+        .route("/{id}/forwarding", patch(set_forwarding))
         .route("/{id}/export", get(export))
         .route("/{id}/claim", post(claim))
         .route("/{id}/events/stream", get(stream));
@@ -100,7 +101,7 @@ fn session_view(state: &AppState, headers: &HeaderMap, session: &CaptureSession)
         "request_limit": session.request_limit,
         "request_count": session.request_count,
         "response": session.response,
-        "forwarding": session.forward_url.as_ref().map(|url| json!({ "url": url })),
+        "forwarding": session.forward_url.as_ref().map(|url| json!({ "url": url, "secret": session.forward_secret })),
         "claimed_by": session.app,
     })
 }
@@ -229,6 +230,29 @@ async fn set_response(
         body: patch.body.unwrap_or(current.body),
     };
     let session = state.capture.set_response(&id, &caller, response).await?;
+    Ok(Json(session_view(&state, &headers, &session)).into_response())
+}
+
+/// The body of `PATCH .../forwarding`: `{"url": "https://..."}`, or `{"url": null}` to stop.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForwardingBody {
+    url: Option<String>,
+}
+
+async fn set_forwarding(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let value: Value = parse_json(&body)?;
+    if value.get("url").is_none() {
+        return Err(HttpError(StatusCode::BAD_REQUEST, "url: required (a URL, or null to stop forwarding)".into()));
+    }
+    let forwarding: ForwardingBody = parse_json(&body)?;
+    let session = state.capture.set_forwarding(&id, &caller, forwarding.url).await?;
     Ok(Json(session_view(&state, &headers, &session)).into_response())
 }
 

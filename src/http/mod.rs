@@ -7,6 +7,7 @@ pub mod apps;
 pub mod auth;
 pub mod capture;
 pub mod cards;
+pub mod deliveries;
 pub mod limits;
 pub mod sessions;
 pub mod system;
@@ -45,6 +46,7 @@ pub struct AppState {
     /// Renders `/metrics` (with `--metrics`).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub capture: crate::capture::Capture,
+    pub deliveries: crate::delivery::Deliveries,
 }
 
 /// A JSON error body `{"error": "..."}` with a status.
@@ -133,6 +135,7 @@ fn admin_router(state: &AppState) -> Router<AppState> {
         .merge(admin::router())
         .merge(apps::router())
         .merge(sessions::router())
+        .merge(deliveries::router())
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_admin))
         .merge(apps::jwks_router())
 }

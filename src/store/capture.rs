@@ -46,6 +46,10 @@ pub struct CaptureSession {
     /// Where each recorded request is relayed.
     #[serde(default)]
     pub forward_url: Option<String>,
+    /// The Standard Webhooks secret relayed requests are signed with (kept when forwarding is
+    /// turned off, so turning it on again keeps the receiver's secret).
+    #[serde(default)]
+    pub forward_secret: Option<String>,
     /// The app that claimed it.
     #[serde(default)]
     pub app: Option<String>,
@@ -114,7 +118,11 @@ pub enum Recording {
 #[derive(Debug, Clone)]
 pub enum CaptureUpdate {
     Response(CaptureResponse),
-    Forwarding(Option<String>),
+    /// Relay to `url` (or stop), signing with `secret`.
+    Forwarding {
+        url: Option<String>,
+        secret: String,
+    },
     /// Attach to an app: no expiry and no request limit any more.
     Claim(String),
 }

@@ -10,6 +10,7 @@
 
 pub mod bus;
 pub mod capture;
+pub mod deliveries;
 pub mod embedded;
 pub mod limits;
 pub mod redis;
@@ -400,4 +401,5 @@ pub struct Backend {
     pub sessions: Arc<dyn sessions::SessionIndex>,
     pub limits: Arc<dyn limits::RateCounter>,
     pub capture: Arc<dyn capture::CaptureStore>,
+    pub deliveries: Arc<dyn deliveries::DeliveryStore>,
 }

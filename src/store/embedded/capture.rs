@@ -181,7 +181,10 @@ impl CaptureStore for EmbeddedCapture {
             let mut changed = session.clone();
             match update {
                 CaptureUpdate::Response(response) => changed.response = response,
-                CaptureUpdate::Forwarding(url) => changed.forward_url = url,
+                CaptureUpdate::Forwarding { url, secret } => {
+                    changed.forward_url = url;
+                    changed.forward_secret = Some(secret);
+                }
                 CaptureUpdate::Claim(app) => match &changed.app {
                     Some(owner) if *owner != app => return Ok(Updated::ClaimedByOther(owner.clone())),
                     _ => {

@@ -19,6 +19,7 @@
 //! events in sequence order and a reader never sees an event before the write it describes.
 
 mod capture;
+mod deliveries;
 mod keys;
 mod sessions;
 mod tenants;
@@ -122,6 +123,8 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         keyspace("capture_events")?,
         group.clone(),
     ));
+    let deliveries =
+        Arc::new(deliveries::EmbeddedDeliveries::new(db.clone(), keyspace("deliveries")?, keyspace("delivery_due")?));
     let (ready_tx, ready_rx) = async_channel::unbounded();
     let bus = Arc::new(LocalBus::default());
     let store = Arc::new(EmbeddedStore {
@@ -149,6 +152,7 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         sessions: handle.clone(),
         limits: Arc::new(super::limits::LocalCounter::default()),
         capture,
+        deliveries,
     })
 }
 

@@ -43,6 +43,7 @@ fn session_of(id: &str, fields: &HashMap<String, String>) -> Option<CaptureSessi
             body: fields.get("body").cloned().unwrap_or_default(),
         },
         forward_url: text("forward"),
+        forward_secret: text("fsecret"),
         app: text("app"),
     })
 }
@@ -72,6 +73,7 @@ impl CaptureStore for RedisCapture {
             ("limit", session.request_limit.unwrap_or(0).to_string()),
             ("count", "0".to_string()),
             ("forward", session.forward_url.clone().unwrap_or_default()),
+            ("fsecret", session.forward_secret.clone().unwrap_or_default()),
             ("app", session.app.clone().unwrap_or_default()),
         ];
         fields.extend(response_fields(&session.response));
@@ -133,7 +135,9 @@ impl CaptureStore for RedisCapture {
     async fn update(&self, id: &str, update: CaptureUpdate, now_ms: u64) -> Result<Updated, StoreError> {
         let (claim, fields): (String, Vec<(&str, String)>) = match update {
             CaptureUpdate::Response(response) => (String::new(), response_fields(&response).to_vec()),
-            CaptureUpdate::Forwarding(url) => (String::new(), vec![("forward", url.unwrap_or_default())]),
+            CaptureUpdate::Forwarding { url, secret } => {
+                (String::new(), vec![("forward", url.unwrap_or_default()), ("fsecret", secret)])
+            }
             CaptureUpdate::Claim(app) => (app, Vec::new()),
         };
         let mut invocation = scripts::CAPTURE_UPDATE.key(self.keys.capture(id));

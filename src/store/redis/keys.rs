@@ -141,7 +141,8 @@ impl Keys {
     }
 
     /// Hash: a capture session's `created`, `expires` and `limit` (ms and count, 0 = none),
-    /// `count`, the response (`status`, `ctype`, `body`), `forward` and `app` ("" = none).
+    /// `count`, the response (`status`, `ctype`, `body`), `forward` and `fsecret` (forwarding URL
+    /// and signing secret) and `app` ("" = none).
     pub fn capture(&self, id: &str) -> String {
         format!("{}:capture:{id}", self.base)
     }
@@ -159,6 +160,21 @@ impl Keys {
     /// The session id of a capture channel.
     pub fn channel_capture<'a>(&self, channel: &'a str) -> Option<&'a str> {
         channel.strip_prefix(self.base.as_str())?.strip_prefix(":capture-live:")
+    }
+
+    /// Hash: delivery id → Delivery JSON.
+    pub fn deliveries(&self) -> String {
+        format!("{}:deliveries", self.base)
+    }
+
+    /// Sorted set: pending delivery ids scored by when they are due (ms).
+    pub fn delivery_due(&self) -> String {
+        format!("{}:delivery-due", self.base)
+    }
+
+    /// Sorted set: every delivery id with score 0, in lexical (= creation) order.
+    pub fn delivery_log(&self) -> String {
+        format!("{}:delivery-log", self.base)
     }
 
     /// The consumer group of the queue.

@@ -15,6 +15,7 @@
 
 mod bus;
 mod capture;
+mod deliveries;
 mod keys;
 mod limits;
 mod queue;
@@ -115,8 +116,9 @@ pub async fn open(options: &RedisOptions) -> Result<Backend, StoreError> {
     let sessions = Arc::new(sessions::RedisSessions { conn: shared.conn.clone(), keys: shared.keys.clone() });
     let capture =
         Arc::new(capture::RedisCapture { conn: shared.conn.clone(), keys: shared.keys.clone(), bus: bus.clone() });
+    let deliveries = Arc::new(deliveries::RedisDeliveries { conn: shared.conn.clone(), keys: shared.keys.clone() });
     let backend = Arc::new(RedisBackend(shared));
-    Ok(Backend { store: backend.clone(), queue: backend, bus, tenants, sessions, limits, capture })
+    Ok(Backend { store: backend.clone(), queue: backend, bus, tenants, sessions, limits, capture, deliveries })
 }
 
 fn hostname() -> String {

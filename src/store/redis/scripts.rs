@@ -407,3 +407,26 @@ return 'ok'
 "#,
     )
 });
+
+/// Leases the pending deliveries due by ARGV[1]: up to ARGV[3] of them move to ARGV[1] +
+/// ARGV[2] in the due set, so no other instance takes them meanwhile.
+/// KEYS: 1 due set, 2 deliveries. Returns the Delivery JSON of each.
+pub static TAKE_DUE_DELIVERIES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+local leased = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for _, id in ipairs(ids) do
+  local record = redis.call('HGET', KEYS[2], id)
+  if record then
+    redis.call('ZADD', KEYS[1], leased, id)
+    out[#out + 1] = record
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"#,
+    )
+});
