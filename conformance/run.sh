@@ -20,8 +20,9 @@
 #      conformance/python/test_client.py  the A2A checks, official Python SDK
 #      conformance/python/test_tokens.py  app tokens (admin API, JWKS, key rotation) verified
 #                                         by PyJWT, an independent JWT implementation
-#      conformance/python/test_webhooks.py  outgoing Standard Webhooks signatures verified by
-#                                         the `standardwebhooks` reference library
+#      conformance/python/test_webhooks.py  Standard Webhooks signatures, outgoing ones verified
+#                                         and incoming ones made by the `standardwebhooks`
+#                                         reference library (and GitHub-style ones by hmac)
 #      conformance/js/client.mjs          the A2A checks, official JS SDK
 # 5. Stops the server; exits 1 if any of the four reported a failure.
 #
@@ -153,12 +154,12 @@ client_env=(env -u PEER_MODE -u A2A_ONLY "A2A_BASE_URL=$BASE" A2A_AGENT_ECHO=ech
 
 py_rc=0
 "${client_env[@]}" "$ENV_DIR/py/bin/python" "$HERE/python/test_client.py" | tee "$TMP/py.out" || py_rc=$?
-# Only the token checks get the admin secret; the SDK clients stay anonymous.
+# Only the token and webhook checks get the admin secret; the SDK clients stay anonymous.
 tok_rc=0
 "${client_env[@]}" "SWITCHYARD_AUTH_SECRET=$AUTH_SECRET" "$ENV_DIR/py/bin/python" "$HERE/python/test_tokens.py" \
   | tee "$TMP/tok.out" || tok_rc=$?
 hook_rc=0
-"${client_env[@]}" "$ENV_DIR/py/bin/python" "$HERE/python/test_webhooks.py" | tee "$TMP/hook.out" || hook_rc=$?
+"${client_env[@]}" "SWITCHYARD_AUTH_SECRET=$AUTH_SECRET" "$ENV_DIR/py/bin/python" "$HERE/python/test_webhooks.py" | tee "$TMP/hook.out" || hook_rc=$?
 js_rc=0
 "${client_env[@]}" node "$ENV_DIR/js/client.mjs" | tee "$TMP/js.out" || js_rc=$?
 

@@ -46,6 +46,213 @@ pub struct AgentConfig {
     /// Skills listed in the agent card.
     #[serde(default)]
     pub skills: Vec<SkillConfig>,
+    /// Lets other services start the agent with a webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<TriggerConfig>,
+}
+
+/// A webhook trigger: `POST /webhooks/{agent}` (or `path`) starts a task of the agent.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerConfig {
+    /// The trigger type; only `webhook` for now.
+    #[serde(rename = "type")]
+    pub kind: TriggerKind,
+    /// The URL path (starting with `/webhooks/`); default `/webhooks/{agent}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Accepted HTTP methods; default `[POST]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Shared secret the sender signs with; `${NAME}` reads the environment variable NAME.
+    /// Without a secret, anyone may call the trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// How requests are signed; default `hmac-sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureScheme>,
+    /// The header of an `hmac-sha256` signature; default `X-Webhook-Signature`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_header: Option<String>,
+    /// How the request becomes the agent's message.
+    #[serde(default)]
+    pub input: TriggerInput,
+    /// How the sender is answered.
+    #[serde(default)]
+    pub response: TriggerResponse,
+}
+
+/// Trigger types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    Webhook,
+}
+
+/// Signature schemes of incoming webhooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureScheme {
+    /// Hex HMAC-SHA256 of the body (optionally `sha256=`), in `signature_header`.
+    HmacSha256,
+    /// GitHub's `X-Hub-Signature-256: sha256=<hex>`.
+    Github,
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`; 5-minute
+    /// tolerance, replays refused.
+    StandardWebhooks,
+}
+
+/// Templates (Jinja2 syntax) over `body`, `raw`, `headers`, `query`, `method` and `path`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerInput {
+    /// The message text; default: the raw body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The context id (tasks with the same one share a session); default: a new context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
+}
+
+/// How a webhook is answered.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerResponse {
+    #[serde(default)]
+    pub mode: ResponseMode,
+    /// How long `sync` waits for the turn to end before answering 202 (e.g. 30s).
+    #[serde(default = "default_trigger_timeout")]
+    pub timeout: String,
+    /// Where `callback` POSTs the finished task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// Let the sender choose the callback URL with an `X-Callback-URL` header.
+    #[serde(default)]
+    pub allow_callback_header: bool,
+    /// Standard Webhooks secret (`whsec_...`) callbacks are signed with; default: `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_secret: Option<String>,
+}
+
+impl Default for TriggerResponse {
+    fn default() -> Self {
+        TriggerResponse {
+            mode: ResponseMode::default(),
+            timeout: default_trigger_timeout(),
+            callback_url: None,
+            allow_callback_header: false,
+            callback_secret: None,
+        }
+    }
+}
+
+fn default_trigger_timeout() -> String {
+    "30s".into()
+}
+
+/// Response modes of a webhook trigger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseMode {
+    /// Wait for the turn to end (up to `timeout`) and answer with the agent's output.
+    #[default]
+    Sync,
+    /// Answer 202 with the task id at once.
+    Async,
+    /// Answer 202 at once; POST the task to the callback URL when the turn ends.
+    Callback,
+}
+
+impl TriggerConfig {
+    /// The accepted methods, upper case.
+    pub fn methods(&self) -> Vec<String> {
+        match self.methods.is_empty() {
+            true => vec!["POST".into()],
+            false => self.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+        }
+    }
+
+    pub fn accepts(&self, method: &str) -> bool {
+        self.methods().iter().any(|m| m.eq_ignore_ascii_case(method))
+    }
+
+    /// Checks what serde cannot: the path, templates, timeout, secrets and callback settings.
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, message: String| ConfigError { path: format!("{at}.{key}"), message };
+        if let Some(path) = &self.path {
+            let rest = path.strip_prefix("/webhooks/").unwrap_or("");
+            if rest.is_empty() || rest.ends_with('/') || rest.contains("//") || path.contains(['?', '#', ' ']) {
+                return Err(err("path", format!("must be /webhooks/ followed by a path, got {path:?}")));
+            }
+        }
+        for method in &self.methods {
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(err("methods", format!("not an HTTP method: {method:?}")));
+            }
+        }
+        for (key, value) in [("secret", &self.secret), ("response.callback_secret", &self.response.callback_secret)] {
+            if let Some(secret) = value {
+                match resolve_env(secret) {
+                    Ok(resolved) if resolved.is_empty() => return Err(err(key, "must not be empty".into())),
+                    Ok(_) => {}
+                    Err(e) => return Err(err(key, e)),
+                }
+            }
+        }
+        if self.signature.is_some() && self.secret.is_none() {
+            return Err(err("signature", "needs a secret to check signatures with".into()));
+        }
+        if let Some(header) = &self.signature_header {
+            if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return Err(err("signature_header", format!("not a header name: {header:?}")));
+            }
+        }
+        for (key, template) in [("input.template", &self.input.template), ("input.context_id", &self.input.context_id)]
+        {
+            if let Some(template) = template {
+                crate::webhooks::template::check(template).map_err(|e| err(key, e))?;
+            }
+        }
+        parse_duration(&self.response.timeout).map_err(|e| err("response.timeout", e))?;
+        let r = &self.response;
+        if r.mode == ResponseMode::Callback && r.callback_url.is_none() && !r.allow_callback_header {
+            return Err(err(
+                "response.callback_url",
+                "callback mode needs a callback_url or allow_callback_header".into(),
+            ));
+        }
+        if let Some(url) = &r.callback_url {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => return Err(err("response.callback_url", format!("not an http(s) URL: {url:?}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TriggerResponse {
+    /// How long sync mode waits (validated at load).
+    pub fn timeout(&self) -> std::time::Duration {
+        parse_duration(&self.timeout).unwrap_or(std::time::Duration::from_secs(30))
+    }
+}
+
+/// Replaces each `${NAME}` with the environment variable NAME; an unset variable is an error.
+pub fn resolve_env(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
+        let name = &after[..end];
+        let value = std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Agent runtimes.
@@ -193,6 +400,21 @@ impl Config {
                 });
             }
         }
+        let mut paths = std::collections::HashSet::new();
+        for (name, agent) in &self.agents.0 {
+            if let Some(trigger) = &agent.trigger {
+                let at = format!("agents.{name}.trigger");
+                trigger.validate(&at)?;
+                if let Some(path) = &trigger.path {
+                    if !paths.insert(path.clone()) {
+                        return Err(ConfigError {
+                            path: format!("{at}.path"),
+                            message: format!("{path} is the path of another agent's trigger"),
+                        });
+                    }
+                }
+            }
+        }
         if let Some(default) = &self.default_agent {
             if self.agent(default).is_none() {
                 return Err(ConfigError {
@@ -254,6 +476,32 @@ mod tests {
     fn unknown_default_agent_is_rejected() {
         let err = Config::parse("default_agent: nope\nagents:\n  a: {type: echo}\n").unwrap_err();
         assert_eq!(err.path, "default_agent");
+    }
+
+    #[test]
+    fn triggers_are_checked_with_the_path_of_the_offending_key() {
+        let agent = |trigger: &str| format!("agents:\n  hook:\n    type: echo\n    trigger: {trigger}\n");
+        let ok =
+            Config::parse(&agent("{type: webhook, secret: s, signature: github, input: {template: 'x {{ body.a }}'}}"));
+        assert!(ok.is_ok(), "{ok:?}");
+        for (trigger, path, needle) in [
+            ("{type: webhook, input: {template: '{{ body.a '}}", "agents.hook.trigger.input.template", "syntax error"),
+            ("{type: webhook, path: /hooks/x}", "agents.hook.trigger.path", "/webhooks/"),
+            ("{type: webhook, secret: '${SWITCHYARD_SURELY_UNSET_VAR}'}", "agents.hook.trigger.secret", "not set"),
+            ("{type: webhook, signature: github}", "agents.hook.trigger.signature", "needs a secret"),
+            ("{type: webhook, response: {timeout: soon}}", "agents.hook.trigger.response.timeout", "invalid duration"),
+            ("{type: webhook, response: {mode: callback}}", "agents.hook.trigger.response.callback_url", "callback"),
+            ("{type: webhook, methods: ['PO ST']}", "agents.hook.trigger.methods", "HTTP method"),
+            ("{type: cron}", "agents.hook.trigger.type", "unknown variant"),
+            ("{type: webhook, signature: md5, secret: s}", "agents.hook.trigger.signature", "unknown variant"),
+        ] {
+            let err = Config::parse(&agent(trigger)).unwrap_err();
+            assert_eq!(err.path, path, "{trigger}: {err}");
+            assert!(err.message.contains(needle), "{trigger}: {err}");
+        }
+        std::env::set_var("SWITCHYARD_CONFIG_TEST_SECRET", "from-env");
+        assert_eq!(resolve_env("a-${SWITCHYARD_CONFIG_TEST_SECRET}-b").unwrap(), "a-from-env-b");
+        assert!(resolve_env("${UNCLOSED").is_err());
     }
 
     #[test]

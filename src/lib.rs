@@ -18,3 +18,4 @@ pub mod rpc;
 pub mod server;
 pub mod store;
 pub mod tenants;
+pub mod webhooks;

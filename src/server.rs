@@ -83,6 +83,7 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
         options.capture.clone(),
     );
     capture.spawn_sweeper();
+    let webhooks = crate::webhooks::Webhooks::new(engine.clone(), deliveries.clone(), backend.limits.clone());
     let app = http::router(AppState {
         engine: engine.clone(),
         auth,
@@ -90,6 +91,7 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
         metrics,
         capture,
         deliveries,
+        webhooks,
     });
     tracing::info!(%local, store = backend.store.kind(), workers = options.workers, "switchyard started");
     // Tests and scripts read this line to learn the port when started with --port 0.

@@ -60,6 +60,13 @@ impl Tenants {
         self.snapshot().get(app_id).cloned()
     }
 
+    /// Every app: the default app first, then the others in the order they were created.
+    pub fn all(&self) -> Vec<Arc<Tenant>> {
+        let mut apps: Vec<Arc<Tenant>> = self.snapshot().values().cloned().collect();
+        apps.sort_by_key(|t| (t.record.id != DEFAULT_APP, t.record.created_ms, t.record.id.clone()));
+        apps
+    }
+
     /// The store apps live in.
     pub fn store(&self) -> &Arc<dyn TenantStore> {
         &self.inner.store

@@ -55,16 +55,17 @@ fn create(task_id: &str, job_id: &str) -> Change {
         job: job(job_id, task_id),
         push_config: None,
         new_context: false,
+        callback: None,
     }
 }
 
 /// A creation in `app` and `context` by `user`.
 fn create_in(task_id: &str, app: &str, context: &str, user: &str) -> Change {
     match create(task_id, &format!("job-{task_id}")) {
-        Change::Create { mut task, agent, mut job, push_config, new_context, .. } => {
+        Change::Create { mut task, agent, mut job, push_config, new_context, callback, .. } => {
             task.context_id = context.to_string();
             job.app = app.to_string();
-            Change::Create { task, agent, user: user.to_string(), job, push_config, new_context }
+            Change::Create { task, agent, user: user.to_string(), job, push_config, new_context, callback }
         }
         _ => unreachable!(),
     }

@@ -3,10 +3,11 @@
 (`standardwebhooks` from PyPI), independently of switchyard's own signing code.
 
 Usage:
-    A2A_BASE_URL=http://127.0.0.1:PORT python test_webhooks.py
+    A2A_BASE_URL=http://127.0.0.1:PORT SWITCHYARD_AUTH_SECRET=SECRET python test_webhooks.py
 
-The server must allow private delivery targets (--allow-private-targets): the receiver here
-listens on 127.0.0.1. Checks, in order, sharing state:
+The server must allow private delivery targets (--allow-private-targets): the receivers here
+listen on 127.0.0.1. Incoming signatures are made with Python's hmac module and the library's
+Webhook.sign. Checks, in order, sharing state:
 
     reference_vector       the library reproduces the published example signature, so the
                            checks below compare against a known-good implementation
@@ -15,6 +16,12 @@ listens on 127.0.0.1. Checks, in order, sharing state:
                            webhook-signature verify with Webhook(secret).verify
     tampering_detected     the same headers with a changed body, or another secret, fail
                            verification
+    trigger_app            an app (admin API) declares three webhook triggers
+    github_trigger         a GitHub-style request signed with hmac (X-Hub-Signature-256) runs
+                           the agent and answers 200 with its output; a wrong signature is 401
+    hmac_trigger           hex HMAC-SHA256 in X-Webhook-Signature, async: 202 with a task id
+    standard_trigger       a request signed by Webhook.sign is accepted, its replay refused,
+                           and the callback it asks for verifies with Webhook(secret).verify
 
 Prints one `PASS name` / `FAIL name: reason` line per check, then
 `python standardwebhooks X.Y.Z: N/M passed`, and exits 1 if any check failed.
@@ -22,20 +29,30 @@ Prints one `PASS name` / `FAIL name: reason` line per check, then
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
+import hmac
 import http.server
 import json
 import os
 import queue
 import sys
 import threading
+import time
+import urllib.error
 import urllib.request
+import uuid
 from importlib.metadata import version
 
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 BASE_URL = os.environ.get('A2A_BASE_URL', '').rstrip('/')
+ADMIN_SECRET = os.environ.get('SWITCHYARD_AUTH_SECRET', '')
+GITHUB_SECRET = 'conformance-github-secret'
+HMAC_SECRET = 'conformance-hmac-secret'
+STANDARD_SECRET = 'whsec_' + base64.b64encode(b'conformance standard webhooks key').decode()
 LABEL = f"python standardwebhooks {version('standardwebhooks')}"
 WAIT_S = 15
 
@@ -49,10 +66,12 @@ def expect(cond: bool, message: str) -> None:
         raise CheckFailed(message)
 
 
-def call(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(BASE_URL + path, data=data, method=method,
-                                 headers={'content-type': 'application/json'} if data else {})
+def call(method: str, path: str, body: dict | None = None, headers: dict | None = None,
+         raw: bytes | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    all_headers = {'content-type': 'application/json'} if data else {}
+    all_headers.update(headers or {})
+    req = urllib.request.Request(BASE_URL + path, data=data, method=method, headers=all_headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             text = resp.read()
@@ -135,10 +154,92 @@ def check_tampering_detected(st: dict) -> None:
         raise CheckFailed(f'{name} still verified')
 
 
+def check_trigger_app(st: dict) -> None:
+    expect(bool(ADMIN_SECRET), 'SWITCHYARD_AUTH_SECRET is not set')
+    suffix = uuid.uuid4().hex[:8]
+    config = {'agents': {
+        'gh': {'type': 'echo', 'end_state': 'completed', 'trigger': {
+            'type': 'webhook', 'path': f'/webhooks/conformance-{suffix}/github', 'secret': GITHUB_SECRET,
+            'signature': 'github',
+            'input': {'template': 'PR {{ body.pull_request.title }} by {{ body.sender.login }}'}}},
+        'hm': {'type': 'echo', 'end_state': 'completed', 'trigger': {
+            'type': 'webhook', 'path': f'/webhooks/conformance-{suffix}/hmac', 'secret': HMAC_SECRET,
+            'response': {'mode': 'async'}}},
+        'sw': {'type': 'echo', 'end_state': 'completed', 'trigger': {
+            'type': 'webhook', 'path': f'/webhooks/conformance-{suffix}/standard', 'secret': STANDARD_SECRET,
+            'signature': 'standard-webhooks', 'input': {'template': 'order {{ body.id }}'},
+            'response': {'mode': 'callback', 'allow_callback_header': True}}},
+    }}
+    status, body = call('POST', '/admin/apps', {'name': f'conformance-hooks-{suffix}', 'config_json': config},
+                        {'authorization': f'Bearer {ADMIN_SECRET}'})
+    expect(status == 201, f'creating the app answered {status}: {body}')
+    st['prefix'] = f'/webhooks/conformance-{suffix}'
+    # Apps reach every instance within a moment; wait until the trigger answers.
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        status, _ = call('POST', st['prefix'] + '/hmac', raw=b'{}')
+        if status != 404:
+            return
+        time.sleep(0.2)
+    raise CheckFailed('the app\'s triggers never became reachable')
+
+
+def check_github_trigger(st: dict) -> None:
+    expect('prefix' in st, 'no trigger app (trigger_app failed)')
+    payload = json.dumps({'pull_request': {'title': 'Add CI'}, 'sender': {'login': 'octocat'}}).encode()
+    sig = 'sha256=' + hmac.new(GITHUB_SECRET.encode(), payload, hashlib.sha256).hexdigest()
+    status, body = call('POST', st['prefix'] + '/github', raw=payload, headers={'X-Hub-Signature-256': sig})
+    expect(status == 200, f'signed GitHub webhook answered {status}: {body}')
+    expect(body.get('output') == 'PR Add CI by octocat', f'unexpected output {body}')
+    expect(body.get('status') == 'completed', f'unexpected status {body}')
+    bad = 'sha256=' + hmac.new(b'wrong secret', payload, hashlib.sha256).hexdigest()
+    status, body = call('POST', st['prefix'] + '/github', raw=payload, headers={'X-Hub-Signature-256': bad})
+    expect(status == 401, f'a wrong signature answered {status}: {body}')
+
+
+def check_hmac_trigger(st: dict) -> None:
+    expect('prefix' in st, 'no trigger app (trigger_app failed)')
+    payload = b'{"event": "ping"}'
+    sig = hmac.new(HMAC_SECRET.encode(), payload, hashlib.sha256).hexdigest()
+    status, body = call('POST', st['prefix'] + '/hmac', raw=payload, headers={'X-Webhook-Signature': sig})
+    expect(status == 202, f'signed webhook answered {status}: {body}')
+    expect(body.get('status') == 'submitted' and body.get('task_id'), f'unexpected answer {body}')
+
+
+def check_standard_trigger(st: dict) -> None:
+    expect('prefix' in st, 'no trigger app (trigger_app failed)')
+    receiver = Receiver()
+    payload = json.dumps({'id': 'ord_9'}).encode()
+    msg_id = f'msg_{uuid.uuid4().hex}'
+    now = datetime.datetime.now(datetime.timezone.utc)
+    signature = Webhook(STANDARD_SECRET).sign(msg_id, now, payload.decode())
+    headers = {'webhook-id': msg_id, 'webhook-timestamp': str(int(now.timestamp())),
+               'webhook-signature': signature, 'X-Callback-URL': receiver.url}
+    status, body = call('POST', st['prefix'] + '/standard', raw=payload, headers=headers)
+    expect(status == 202, f'a message signed by Webhook.sign answered {status}: {body}')
+    status, again = call('POST', st['prefix'] + '/standard', raw=payload, headers=headers)
+    expect(status == 401, f'its replay answered {status}: {again}')
+    try:
+        method, cb_headers, cb_body = receiver.received.get(timeout=WAIT_S)
+    except queue.Empty:
+        raise CheckFailed(f'no callback within {WAIT_S}s') from None
+    try:
+        Webhook(STANDARD_SECRET).verify(cb_body, cb_headers)
+    except WebhookVerificationError as e:
+        raise CheckFailed(f'the callback signature does not verify: {e}') from None
+    task = json.loads(cb_body)
+    expect(task.get('id') == body.get('task_id'), f'callback for another task: {task.get("id")}')
+    expect((task.get('status') or {}).get('state') == 'completed', f'callback task not completed: {task}')
+
+
 CHECKS = [
     ('reference_vector', check_reference_vector),
     ('forwarded_and_signed', check_forwarded_and_signed),
     ('tampering_detected', check_tampering_detected),
+    ('trigger_app', check_trigger_app),
+    ('github_trigger', check_github_trigger),
+    ('hmac_trigger', check_hmac_trigger),
+    ('standard_trigger', check_standard_trigger),
 ]
 
 

@@ -21,7 +21,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::clock::now_ms;
 use crate::protocol::{PushNotificationConfig, Task};
 use crate::store::deliveries::{Attempt, Delivery, DeliveryKind, DeliveryState, DeliveryStore};
-use crate::store::StoreError;
+use crate::store::{CallbackTarget, StoreError};
 use breaker::{target_of, BreakerPolicy, Breakers, Permit};
 
 /// Settings of the delivery component.
@@ -181,6 +181,21 @@ impl Deliveries {
                 secret: None,
             });
         }
+    }
+
+    /// POSTs a task whose turn ended to a webhook trigger's callback, signed when it has a
+    /// secret.
+    pub fn callback(&self, task: &Task, target: &CallbackTarget) {
+        let Ok(body) = serde_json::to_vec(task) else { return };
+        self.submit_later(Outgoing {
+            kind: DeliveryKind::Callback,
+            source: task.id.clone(),
+            url: target.url.clone(),
+            method: "POST".into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body,
+            secret: target.secret.clone(),
+        });
     }
 
     /// One delivery with its attempts.

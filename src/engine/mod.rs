@@ -17,7 +17,7 @@ use crate::agents::{AgentEvent, RequestContext};
 use crate::clock::now_ms;
 use crate::delivery::Deliveries;
 use crate::protocol::{Message, PushNotificationConfig, StreamEvent, Task, TaskKind, TaskState, TaskStatus};
-use crate::store::{Applied, Backend, Change, Job, LoggedEvent, StoreError, StoredTask};
+use crate::store::{Applied, Backend, CallbackTarget, Change, Job, LoggedEvent, StoreError, StoredTask};
 use crate::tenants::Tenants;
 
 /// Engine settings.
@@ -164,6 +164,7 @@ impl Engine {
         push_config: Option<PushNotificationConfig>,
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
         follow: bool,
+        callback: Option<CallbackTarget>,
     ) -> Result<Submitted, EngineError> {
         let Origin { app, agent, user } = origin;
         let job_id = uuid::Uuid::now_v7().to_string();
@@ -213,6 +214,7 @@ impl Engine {
                     job: new_job(job_id, &task_id, app, agent),
                     push_config,
                     new_context,
+                    callback: callback.map(Box::new),
                 }
             }
         };
@@ -305,6 +307,9 @@ impl Engine {
 
     /// Sends push notifications for a status change (never waits for them).
     fn notify(&self, applied: &Applied) {
+        if let Some(callback) = applied.task.callback.as_ref().filter(|_| applied.event.is_final()) {
+            self.inner.push.callback(&applied.task.task, callback);
+        }
         if applied.push_configs.is_empty() {
             return;
         }

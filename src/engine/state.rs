@@ -36,7 +36,7 @@ pub fn transition(current: &mut Option<StoredTask>, change: Change) -> Result<(S
     let now = now_ms();
     let mut effects = Effects::default();
     let event = match change {
-        Change::Create { task, agent, user, job, push_config, .. } => {
+        Change::Create { task, agent, user, job, push_config, callback, .. } => {
             if current.is_some() {
                 return Err(StoreError::TaskExists(task.id));
             }
@@ -54,6 +54,7 @@ pub fn transition(current: &mut Option<StoredTask>, change: Change) -> Result<(S
                 created_ms: now,
                 updated_ms: now,
                 turn_started_ms: 0,
+                callback: callback.map(|c| *c),
             });
             effects.enqueue = Some(job);
             effects.push_config = push_config;

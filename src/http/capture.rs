@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::cards::base_url;
-use super::{query_count, AppState, HttpError};
+use super::{query_count, read_body, AppState, HttpError};
 use crate::auth::Caller;
 use crate::capture::events::{decode_cursor, encode_cursor};
 use crate::capture::{CaptureError, EventFilter, MAX_RESPONSE_BODY};
@@ -442,15 +442,9 @@ async fn ingest(
         return HttpError(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message).into_response();
     }
     let limit = state.options.max_body_bytes;
-    let body = match axum::body::to_bytes(body, limit).await {
+    let body = match read_body(body, limit).await {
         Ok(body) => body,
-        Err(e) if e.to_string().contains("length limit") => {
-            return HttpError(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {limit} bytes"))
-                .into_response()
-        }
-        Err(e) => {
-            return HttpError(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")).into_response()
-        }
+        Err(e) => return e.into_response(),
     };
     let request = captured(method, &uri, &headers, &body, peer, received_ms, started.elapsed());
     match state.capture.ingest(&id, &request).await {

@@ -11,6 +11,7 @@ pub mod deliveries;
 pub mod limits;
 pub mod sessions;
 pub mod system;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -47,6 +48,7 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub capture: crate::capture::Capture,
     pub deliveries: crate::delivery::Deliveries,
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// A JSON error body `{"error": "..."}` with a status.
@@ -95,6 +97,18 @@ pub fn query_count(raw: Option<&str>, name: &str, default: usize, max: usize) ->
     }
 }
 
+/// Reads a request body of at most `limit` bytes; more is 413 with the limit named.
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, HttpError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // axum reports the limit only in the error's text.
+        if e.to_string().contains("length limit") {
+            HttpError(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {limit} bytes"))
+        } else {
+            HttpError(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
@@ -106,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .merge(a2a::router(state.options.max_body_bytes))
         .merge(apps::public_router())
         .merge(capture::router())
+        .merge(webhooks::router())
         .merge(if state.auth.admin_enabled() { admin_router(&state) } else { Router::new() })
         .layer(rate_limit.clone());
     let observed = state.metrics.is_some();

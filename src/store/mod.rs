@@ -68,6 +68,17 @@ pub struct StoredTask {
     /// When the current (or last) turn started running, for processing-time statistics.
     #[serde(default)]
     pub turn_started_ms: u64,
+    /// Where the task is POSTed each time a turn ends (a webhook trigger's callback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackTarget>,
+}
+
+/// A callback: the URL a finished turn's task is POSTed to, signed with the secret if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackTarget {
+    pub url: String,
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 /// One turn of a task to run: queued durably, leased by a worker, acknowledged when the turn ends.
@@ -115,6 +126,7 @@ pub enum Change {
         job: Job,
         push_config: Option<PushNotificationConfig>,
         new_context: bool,
+        callback: Option<Box<CallbackTarget>>,
     },
     /// A user message that continues an interrupted task; queues `job`.
     Continue { task_id: String, message: Message, job: Job, push_config: Option<PushNotificationConfig> },

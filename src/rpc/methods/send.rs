@@ -53,7 +53,7 @@ pub fn parse(params: Option<Value>) -> Result<SendParams, RpcError> {
 /// Handles `message/send`.
 pub async fn handle(ctx: &RpcContext, params: Option<Value>) -> Outcome {
     let p = parse(params)?;
-    let submitted = ctx.engine.submit(ctx.origin(), p.message, p.push_config, p.metadata, p.blocking).await?;
+    let submitted = ctx.engine.submit(ctx.origin(), p.message, p.push_config, p.metadata, p.blocking, None).await?;
     let task_id = submitted.applied.task.task.id.clone();
     let Some(live) = submitted.events.filter(|_| p.blocking) else {
         return raw(&submitted.applied.task.task.with_history_length(p.history_length));

@@ -11,7 +11,7 @@ use crate::store::LoggedEvent;
 /// Handles `message/stream`.
 pub async fn handle(ctx: &RpcContext, params: Option<Value>) -> Streamed {
     let p = super::send::parse(params)?;
-    let submitted = ctx.engine.submit(ctx.origin(), p.message, p.push_config, p.metadata, true).await?;
+    let submitted = ctx.engine.submit(ctx.origin(), p.message, p.push_config, p.metadata, true, None).await?;
     let applied = submitted.applied;
     let mut initial = vec![LoggedEvent { seq: applied.seq, event: applied.event, snapshot: None }];
     initial.extend(submitted.missed);
