@@ -22,7 +22,7 @@ unit:
 ## The HTTP suites again, every server on a private Redis instead of the embedded store.
 test-redis:
 	SWITCHYARD_TEST_BACKEND=redis $(CARGO) test --release --locked \
-		--test protocol --test streaming --test http_surface --test durability --test admin_queue --test auth --test rate_limits --test metrics --test sessions --test capture --test deliveries
+		--test protocol --test streaming --test http_surface --test durability --test admin_queue --test auth --test rate_limits --test metrics --test sessions --test capture --test deliveries --test webhooks
 
 conformance: build
 	conformance/run.sh $(BIN)

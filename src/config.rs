@@ -499,8 +499,9 @@ mod tests {
             assert_eq!(err.path, path, "{trigger}: {err}");
             assert!(err.message.contains(needle), "{trigger}: {err}");
         }
-        std::env::set_var("SWITCHYARD_CONFIG_TEST_SECRET", "from-env");
-        assert_eq!(resolve_env("a-${SWITCHYARD_CONFIG_TEST_SECRET}-b").unwrap(), "a-from-env-b");
+        // PATH is always set (setting a variable here would race other test threads).
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(resolve_env("a-${PATH}-b").unwrap(), format!("a-{path}-b"));
         assert!(resolve_env("${UNCLOSED").is_err());
     }
 

@@ -67,11 +67,9 @@ agents:
 }
 
 async fn start(extra: &[&str]) -> Server {
-    // SAFETY-free in edition 2021; every test sets the same value.
-    std::env::set_var(GITHUB_SECRET_VAR, GITHUB_SECRET);
     let mut args = vec!["--auth-secret", ADMIN_SECRET, "--allow-private-targets"];
     args.extend_from_slice(extra);
-    Server::start_with(&config(), ":memory:", &args).await
+    Server::start_with_env(&config(), ":memory:", &args, &[(GITHUB_SECRET_VAR, GITHUB_SECRET)]).await
 }
 
 fn hmac_hex(secret: &[u8], body: &[u8]) -> String {

@@ -31,6 +31,8 @@ pub struct Server {
     pub client: reqwest::Client,
     /// Flags that select the backend; kept across restarts.
     backend_args: Vec<String>,
+    /// Environment variables of the server process; kept across restarts.
+    envs: Vec<(String, String)>,
     /// The private Redis of a Redis-backed server.
     pub redis: Option<std::sync::Arc<redis::RedisServer>>,
     _tmp: Option<tempfile::TempDir>,
@@ -51,11 +53,18 @@ impl Server {
     /// Starts a server with a config text, a data dir and extra flags, on the backend the test
     /// run selects ([`test_backend_is_redis`]).
     pub async fn start_with(config: &str, data_dir: &str, args: &[&str]) -> Server {
+        Server::start_with_env(config, data_dir, args, &[]).await
+    }
+
+    /// [`Server::start_with`] with environment variables for the server process (set on the
+    /// child only: changing the test process's own environment would race other threads).
+    pub async fn start_with_env(config: &str, data_dir: &str, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         if test_backend_is_redis() {
             let redis = std::sync::Arc::new(redis::RedisServer::start());
-            return Server::start_on_redis(config, &redis, &format!("test-{}", uuid()), args).await;
+            return Server::start_on_redis_env(config, &redis, &format!("test-{}", uuid()), args, envs).await;
         }
-        Server::start_configured(config, data_dir, args, Vec::new(), None)
+        Server::start_configured(config, data_dir, args, Vec::new(), None, envs)
     }
 
     /// Starts an instance of a deployment on `redis` (instances with the same prefix share
@@ -66,11 +75,21 @@ impl Server {
         prefix: &str,
         args: &[&str],
     ) -> Server {
+        Server::start_on_redis_env(config, redis, prefix, args, Vec::new()).await
+    }
+
+    async fn start_on_redis_env(
+        config: &str,
+        redis: &std::sync::Arc<redis::RedisServer>,
+        prefix: &str,
+        args: &[&str],
+        envs: Vec<(String, String)>,
+    ) -> Server {
         let mut backend_args = ["--redis-url", &redis.url, "--redis-prefix", prefix].map(str::to_string).to_vec();
         if !args.contains(&"--visibility-timeout") {
             backend_args.extend(["--visibility-timeout".to_string(), "1s".to_string()]);
         }
-        Server::start_configured(config, ":memory:", args, backend_args, Some(redis.clone()))
+        Server::start_configured(config, ":memory:", args, backend_args, Some(redis.clone()), envs)
     }
 
     fn start_configured(
@@ -79,11 +98,12 @@ impl Server {
         args: &[&str],
         backend_args: Vec<String>,
         redis: Option<std::sync::Arc<redis::RedisServer>>,
+        envs: Vec<(String, String)>,
     ) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let config_path = tmp.path().join("config.yaml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut server = Server::spawn_on(&config_path, data_dir, args, backend_args);
+        let mut server = Server::spawn_on(&config_path, data_dir, args, backend_args, envs);
         server.redis = redis;
         server._tmp = Some(tmp);
         server
@@ -91,10 +111,16 @@ impl Server {
 
     /// Spawns the binary on the embedded backend and waits for its "listening on" line.
     pub fn spawn(config_path: &Path, data_dir: &str, args: &[&str]) -> Server {
-        Server::spawn_on(config_path, data_dir, args, Vec::new())
+        Server::spawn_on(config_path, data_dir, args, Vec::new(), Vec::new())
     }
 
-    fn spawn_on(config_path: &Path, data_dir: &str, args: &[&str], backend_args: Vec<String>) -> Server {
+    fn spawn_on(
+        config_path: &Path,
+        data_dir: &str,
+        args: &[&str],
+        backend_args: Vec<String>,
+        envs: Vec<(String, String)>,
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .arg("serve")
             .arg("--config")
@@ -103,6 +129,7 @@ impl Server {
             .args(args)
             .args(&backend_args)
             .env("SWITCHYARD_LOG", "warn")
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -125,6 +152,7 @@ impl Server {
             config_path: config_path.to_path_buf(),
             client: reqwest::Client::new(),
             backend_args,
+            envs,
             redis: None,
             _tmp: None,
         }
@@ -294,7 +322,8 @@ impl Server {
 
     /// Starts a new process on the same config and data dir.
     pub fn restart(&self, args: &[&str]) -> Server {
-        let mut server = Server::spawn_on(&self.config_path, &self.data_dir, args, self.backend_args.clone());
+        let mut server =
+            Server::spawn_on(&self.config_path, &self.data_dir, args, self.backend_args.clone(), self.envs.clone());
         server.redis = self.redis.clone();
         server
     }
