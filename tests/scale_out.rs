@@ -196,3 +196,53 @@ async fn a_capture_session_recorded_on_one_instance_is_seen_live_on_another() {
     assert!(live_on_b.next().await.is_none(), "deletion on one instance ends live views on all");
     assert_eq!(a.client.post(&url_on_a).body("{}").send().await.unwrap().status(), 404);
 }
+
+/// Sends a signal to a server process (`STOP` freezes it, `CONT` wakes it up).
+fn signal(server: &Server, name: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{name}")).arg(server.child.id().to_string()).status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -{name}");
+}
+
+#[tokio::test]
+async fn an_instance_that_stalls_past_the_visibility_timeout_cannot_write_into_the_rerun() {
+    let redis = Arc::new(RedisServer::start());
+    let prefix = format!("scale-{}", uuid());
+    // Only the first instance runs at first, so the turn is surely on it.
+    let stalling = Server::start_on_redis(CONFIG, &redis, &prefix, &[]).await;
+    let task = stalling.send_non_blocking("slow", LONG_TEXT).await;
+    let task_id = task["id"].as_str().unwrap().to_string();
+    let first = wait_for_state(&stalling, "slow", &task_id, "working").await;
+    let survivor = Server::start_on_redis(CONFIG, &redis, &prefix, &[]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Frozen mid-turn: past the 1 s visibility timeout the survivor takes the job over and runs
+    // the turn again from the start.
+    signal(&stalling, "STOP");
+    let guard = scopeguard(&stalling);
+    wait_for_new_attempt(&survivor, "slow", &task_id, &first["status"]["timestamp"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stalled instance wakes up while the re-run is half-way and goes on with its turn:
+    // every write of its old attempt must be refused.
+    drop(guard);
+    let done = wait_for_state(&survivor, "slow", &task_id, "input-required").await;
+    assert_eq!(artifact_text(&done), LONG_TEXT, "the old attempt's chunks did not mix into the re-run");
+    // Time for the woken instance to try everything it had left.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = survivor.result("slow", "tasks/get", json!({"id": task_id})).await;
+    assert_eq!(after["status"], done["status"], "nothing changed the finished turn");
+    assert_eq!(artifact_text(&after), LONG_TEXT);
+    assert_eq!(replayed_chunks(&survivor, "slow", &task_id).await, LONG_TEXT, "the log holds each chunk once");
+    // And the woken instance's own view agrees.
+    let seen_there = stalling.result("slow", "tasks/get", json!({"id": task_id})).await;
+    assert_eq!(artifact_text(&seen_there), LONG_TEXT);
+}
+
+/// Wakes a frozen server up when dropped (also when the test fails while it is frozen).
+fn scopeguard(server: &Server) -> impl Drop + '_ {
+    struct Wake<'a>(&'a Server);
+    impl Drop for Wake<'_> {
+        fn drop(&mut self) {
+            signal(self.0, "CONT");
+        }
+    }
+    Wake(server)
+}

@@ -7,7 +7,7 @@ use switchyard::protocol::{
     Artifact, Message, MessageKind, Part, PushNotificationConfig, Role, StreamEvent, Task, TaskKind, TaskState,
     TaskStatus,
 };
-use switchyard::store::{Backend, Change, Job, StoreError};
+use switchyard::store::{Backend, Change, Job, StoreError, Turn};
 
 mod common;
 
@@ -84,6 +84,17 @@ fn chunk(task_id: &str, text: &str, append: bool) -> Change {
         },
         append,
         last_chunk: false,
+        turn: None,
+    }
+}
+
+/// A worker's chunk for `job`'s current attempt.
+fn chunk_of(job: &Job, text: &str) -> Change {
+    match chunk(&job.task_id, text, true) {
+        Change::Artifact { task_id, artifact, append, last_chunk, .. } => {
+            Change::Artifact { task_id, artifact, append, last_chunk, turn: Some(Turn::of(job)) }
+        }
+        _ => unreachable!(),
     }
 }
 
@@ -93,6 +104,7 @@ fn finish(task_id: &str, job_id: &str, state: TaskState) -> Change {
         status: TaskStatus::now(state, None),
         is_final: true,
         ack_job: Some(job_id.into()),
+        turn: None,
     }
 }
 
@@ -207,6 +219,50 @@ async fn retry_drops_the_failed_attempts_output(b: Backend) {
     assert!(applied.task.task.artifacts.as_ref().is_none_or(|a| a.is_empty()));
     let seqs: Vec<u64> = b.store.events_after("t1", 0).await.unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(seqs, vec![1, applied.seq], "the failed attempt's events are gone");
+}
+
+async fn a_superseded_attempt_cannot_write(b: Backend) {
+    b.store.apply(create("t1", "j1")).await.unwrap();
+    let first = next_job(&b).await;
+    b.store.apply(Change::StartTurn { job: first.clone() }).await.unwrap();
+    b.store.apply(chunk_of(&first, "stale ")).await.unwrap();
+    // Another instance takes the job over (its worker went silent) and starts attempt 2.
+    let second = Job { attempt: first.attempt + 1, ..first.clone() };
+    b.store.apply(Change::StartTurn { job: second.clone() }).await.unwrap();
+    b.store.apply(chunk_of(&second, "fresh")).await.unwrap();
+    let refused = b.store.apply(chunk_of(&first, "late ")).await;
+    assert!(matches!(refused, Err(StoreError::Superseded(_))), "{refused:?}");
+    let stale_final = Change::Status {
+        task_id: "t1".into(),
+        status: TaskStatus::now(TaskState::Completed, None),
+        is_final: true,
+        ack_job: Some(first.id.clone()),
+        turn: Some(Turn::of(&first)),
+    };
+    assert!(matches!(b.store.apply(stale_final).await, Err(StoreError::Superseded(_))));
+    let task = b.store.get_task("t1").await.unwrap().unwrap();
+    assert_eq!(task.task.status.state, TaskState::Working, "the stale attempt changed nothing");
+    let fresh_final = Change::Status {
+        task_id: "t1".into(),
+        status: TaskStatus::now(TaskState::Completed, None),
+        is_final: true,
+        ack_job: Some(second.id.clone()),
+        turn: Some(Turn::of(&second)),
+    };
+    let done = b.store.apply(fresh_final).await.unwrap();
+    let text: String = done
+        .task
+        .task
+        .artifacts
+        .iter()
+        .flatten()
+        .flat_map(|a| &a.parts)
+        .map(|p| match p {
+            Part::Text { text, .. } => text.clone(),
+            _ => String::new(),
+        })
+        .collect();
+    assert_eq!(text, "fresh", "only the current attempt's output");
 }
 
 async fn dead_letter_fails_the_task(b: Backend) {
@@ -403,6 +459,7 @@ macro_rules! contract_tests {
                 cancel_removes_the_queued_job,
                 push_configs_are_kept_per_task,
                 retry_drops_the_failed_attempts_output,
+                a_superseded_attempt_cannot_write,
                 dead_letter_fails_the_task,
                 expired_terminal_tasks_are_swept,
                 subscribers_see_events_after_they_are_readable,

@@ -17,7 +17,7 @@ use crate::agents::{AgentEvent, RequestContext};
 use crate::clock::now_ms;
 use crate::delivery::Deliveries;
 use crate::protocol::{Message, PushNotificationConfig, StreamEvent, Task, TaskKind, TaskState, TaskStatus};
-use crate::store::{Applied, Backend, CallbackTarget, Change, Job, LoggedEvent, StoreError, StoredTask};
+use crate::store::{Applied, Backend, CallbackTarget, Change, Job, LoggedEvent, StoreError, StoredTask, Turn};
 use crate::tenants::Tenants;
 
 /// Engine settings.
@@ -50,7 +50,7 @@ impl From<StoreError> for EngineError {
             StoreError::TaskTerminal { id, state } => EngineError::InvalidParams(format!(
                 "Task {id} is in terminal state {state} and cannot accept new messages"
             )),
-            StoreError::Conflict(m) => EngineError::InvalidParams(m),
+            StoreError::Conflict(m) | StoreError::Superseded(m) => EngineError::InvalidParams(m),
             StoreError::TaskExists(id) => EngineError::InvalidParams(format!("Task {id} already exists")),
             StoreError::Unavailable(m) => EngineError::Unavailable(m),
         }
@@ -367,6 +367,12 @@ impl Engine {
             // Canceled: the cancel removed the job; let the queue forget the lease.
             Err(TurnError::Stopped) => self.inner.backend.queue.discard(&job).await,
             Err(TurnError::Agent(error)) => self.fail_attempt(job, error).await,
+            // Another instance runs the job now (this one stalled past the visibility
+            // timeout): its output stands, and the job is its to finish.
+            Err(TurnError::Superseded(reason)) => {
+                tracing::warn!(task_id, reason, "stopping a turn another attempt took over");
+                self.inner.backend.queue.release(&job).await;
+            }
         }
     }
 
@@ -384,14 +390,19 @@ impl Engine {
                 event = events.next() => event,
             };
             let change = match event {
-                Some(Ok(AgentEvent::Artifact { artifact, append, last_chunk })) => {
-                    Change::Artifact { task_id: task_id.clone(), artifact, append, last_chunk }
-                }
+                Some(Ok(AgentEvent::Artifact { artifact, append, last_chunk })) => Change::Artifact {
+                    task_id: task_id.clone(),
+                    artifact,
+                    append,
+                    last_chunk,
+                    turn: Some(Turn::of(job)),
+                },
                 Some(Ok(AgentEvent::Done { state, message })) => Change::Status {
                     task_id: task_id.clone(),
                     status: TaskStatus::now(state, message),
                     is_final: true,
                     ack_job: Some(job.id.clone()),
+                    turn: Some(Turn::of(job)),
                 },
                 // An executor that ends without saying how completes the task.
                 None => Change::Status {
@@ -399,6 +410,7 @@ impl Engine {
                     status: TaskStatus::now(TaskState::Completed, None),
                     is_final: true,
                     ack_job: Some(job.id.clone()),
+                    turn: Some(Turn::of(job)),
                 },
                 Some(Err(e)) => return Err(TurnError::Agent(e.0)),
             };
@@ -409,6 +421,7 @@ impl Engine {
                 Err(StoreError::TaskTerminal { .. }) | Err(StoreError::TaskNotFound(_)) => {
                     return Err(TurnError::Stopped)
                 }
+                Err(StoreError::Superseded(reason)) => return Err(TurnError::Superseded(reason)),
                 Err(e) => return Err(TurnError::Agent(e.to_string())),
             }
             if is_final {
@@ -442,6 +455,8 @@ impl Engine {
 enum TurnError {
     /// Canceled or shutting down: the job's fate is decided elsewhere.
     Stopped,
+    /// Another attempt took the job over.
+    Superseded(String),
     Agent(String),
 }
 

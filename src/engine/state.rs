@@ -8,7 +8,7 @@ use crate::protocol::{
     Artifact, ArtifactUpdateKind, StatusUpdateKind, StreamEvent, TaskArtifactUpdateEvent, TaskState, TaskStatus,
     TaskStatusUpdateEvent,
 };
-use crate::store::{Change, Job, StoreError, StoredTask};
+use crate::store::{Change, Job, StoreError, StoredTask, Turn};
 
 /// Queue and log side effects a backend performs in the same write as the task.
 #[derive(Debug, Default)]
@@ -54,6 +54,7 @@ pub fn transition(current: &mut Option<StoredTask>, change: Change) -> Result<(S
                 created_ms: now,
                 updated_ms: now,
                 turn_started_ms: 0,
+                attempt: 0,
                 callback: callback.map(|c| *c),
             });
             effects.enqueue = Some(job);
@@ -95,10 +96,12 @@ pub fn transition(current: &mut Option<StoredTask>, change: Change) -> Result<(S
                 }
             }
             stored.turn_started_ms = now;
+            stored.attempt = job.attempt;
             status_change(stored, TaskStatus::now(TaskState::Working, None), false)
         }
-        Change::Status { task_id, status, is_final, ack_job } => {
+        Change::Status { task_id, status, is_final, ack_job, turn } => {
             let stored = live(current, &task_id)?;
+            check_turn(stored, turn.as_ref())?;
             if let Some(job) = ack_job {
                 if stored.job_id.as_deref() == Some(job.as_str()) {
                     stored.job_id = None;
@@ -110,8 +113,9 @@ pub fn transition(current: &mut Option<StoredTask>, change: Change) -> Result<(S
             }
             status_change(stored, status, is_final)
         }
-        Change::Artifact { task_id, artifact, append, last_chunk } => {
+        Change::Artifact { task_id, artifact, append, last_chunk, turn } => {
             let stored = live(current, &task_id)?;
+            check_turn(stored, turn.as_ref())?;
             merge_artifact(stored.task.artifacts.get_or_insert_with(Vec::new), &artifact, append);
             StreamEvent::Artifact(TaskArtifactUpdateEvent {
                 kind: ArtifactUpdateKind,
@@ -156,6 +160,19 @@ pub fn transition(current: &mut Option<StoredTask>, change: Change) -> Result<(S
         effects.terminal = stored.task.status.state.is_terminal();
     }
     Ok((event, effects))
+}
+
+/// A worker's change must come from the task's current turn: the same job and attempt.
+fn check_turn(stored: &StoredTask, turn: Option<&Turn>) -> Result<(), StoreError> {
+    match turn {
+        Some(turn) if stored.job_id.as_deref() != Some(turn.job_id.as_str()) || stored.attempt != turn.attempt => {
+            Err(StoreError::Superseded(format!(
+                "attempt {} of job {} for task {} was taken over by another attempt",
+                turn.attempt, turn.job_id, stored.task.id
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The task must exist and be live.

@@ -38,6 +38,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("Task {0} already exists")]
     TaskExists(String),
+    /// A worker's change for an attempt that another attempt has taken over (its instance
+    /// stalled past the visibility timeout): refused, so the two never mix their output.
+    #[error("{0}")]
+    Superseded(String),
     /// The backend is unusable (I/O error, connection lost).
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -68,6 +72,9 @@ pub struct StoredTask {
     /// When the current (or last) turn started running, for processing-time statistics.
     #[serde(default)]
     pub turn_started_ms: u64,
+    /// The attempt of the current (or last) turn: a worker's changes must name it.
+    #[serde(default)]
+    pub attempt: u32,
     /// Where the task is POSTed each time a turn ends (a webhook trigger's callback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackTarget>,
@@ -102,6 +109,20 @@ pub struct Job {
     pub last_error: Option<String>,
 }
 
+/// The turn a worker's change belongs to: its job and attempt. A change whose turn is no longer
+/// the task's current one is refused with [`StoreError::Superseded`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    pub job_id: String,
+    pub attempt: u32,
+}
+
+impl Turn {
+    pub fn of(job: &Job) -> Turn {
+        Turn { job_id: job.id.clone(), attempt: job.attempt }
+    }
+}
+
 /// A logged event with its position in the task's log.
 #[derive(Debug, Clone)]
 pub struct LoggedEvent {
@@ -133,10 +154,11 @@ pub enum Change {
     /// A worker starts (or retries) the job's turn: state `working`. On a retry the artifacts
     /// and events of the failed attempt are dropped so clients never see chunks twice.
     StartTurn { job: Job },
-    /// A status change; `ack_job` removes the finished job from the queue in the same write.
-    Status { task_id: String, status: TaskStatus, is_final: bool, ack_job: Option<String> },
-    /// An artifact chunk.
-    Artifact { task_id: String, artifact: Artifact, append: bool, last_chunk: bool },
+    /// A status change; `ack_job` removes the finished job from the queue in the same write;
+    /// `turn` is set when a worker reports it.
+    Status { task_id: String, status: TaskStatus, is_final: bool, ack_job: Option<String>, turn: Option<Turn> },
+    /// An artifact chunk of a worker's turn.
+    Artifact { task_id: String, artifact: Artifact, append: bool, last_chunk: bool, turn: Option<Turn> },
     /// Cancel a live task: state `canceled`, its job (if any) leaves the queue.
     Cancel { task_id: String },
     /// An admin gives a dead-lettered task another run: the failed task goes back to
@@ -337,6 +359,7 @@ pub fn dead_letter_change(job: &Job, error: &str) -> Change {
         status: TaskStatus::now(crate::protocol::TaskState::Failed, Some(reason)),
         is_final: true,
         ack_job: Some(job.id.clone()),
+        turn: None,
     }
 }
 
@@ -350,6 +373,9 @@ pub trait TaskQueue: Send + Sync + 'static {
     async fn retry(&self, job: Job, error: String, delay_ms: u64) -> Result<(), StoreError>;
     /// Drops a job that has nothing left to run (its task was canceled or superseded).
     async fn discard(&self, job: &Job);
+    /// Forgets this instance's hold on a job that another attempt took over, leaving the job
+    /// itself to that attempt.
+    async fn release(&self, job: &Job);
     /// Moves a job that exhausted its attempts to the dead-letter queue and fails its task.
     async fn dead_letter(&self, job: Job, error: String) -> Result<Applied, StoreError>;
     /// Re-queues jobs that were queued or running when the process stopped; called once at start.

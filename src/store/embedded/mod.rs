@@ -709,6 +709,10 @@ impl TaskQueue for EmbeddedHandle {
         Ok(())
     }
 
+    async fn release(&self, job: &Job) {
+        self.0.release_or_lease(&job.id, false);
+    }
+
     async fn discard(&self, job: &Job) {
         let s = &self.0;
         s.release_or_lease(&job.id, false);

@@ -154,6 +154,7 @@ pub(crate) struct Shared {
 }
 
 /// A task with a turn queued or running on this instance, as this instance last changed it.
+#[derive(Clone)]
 struct LiveTask {
     task: Arc<StoredTask>,
     /// Sequence of the task's record in Redis (what the next write expects to find).
@@ -163,6 +164,7 @@ struct LiveTask {
     flush_scheduled: bool,
 }
 
+#[derive(Clone)]
 struct PendingEvent {
     seq: u64,
     event: StreamEvent,
@@ -262,8 +264,12 @@ impl Shared {
         let task_id = change.task_id().to_string();
         let _serialized = self.stripe(&task_id).lock().await;
         let mut fresh = false;
+        // The cached task of a change it refused: kept (with its unwritten progress) unless a
+        // fresh read shows it is stale.
+        let mut refused_by_cache: Option<LiveTask> = None;
         for _ in 0..MAX_CONFLICTS {
             let cached = if fresh { None } else { self.live().remove(&task_id) };
+            let backup = cached.clone();
             let (current, persisted_seq, mut pending) = match cached {
                 Some(live) => (Some(StoredTask::clone(&live.task)), Some(live.persisted_seq), live.pending),
                 None => {
@@ -277,9 +283,17 @@ impl Shared {
             let mut next = current;
             let (event, effects) = match transition(&mut next, change.clone()) {
                 Ok(v) => v,
-                // A cached task may be stale: only a fresh read decides a rejection.
-                Err(e) if fresh => return Err(e),
+                // A cached task may be stale: only a fresh read decides a rejection. When it
+                // agrees, the cache stands (a superseded attempt's write must not cost the
+                // current attempt its unwritten progress).
+                Err(e) if fresh => {
+                    if let Some(live) = refused_by_cache.take() {
+                        self.live().insert(task_id.clone(), live);
+                    }
+                    return Err(e);
+                }
                 Err(_) => {
+                    refused_by_cache = backup;
                     fresh = true;
                     continue;
                 }

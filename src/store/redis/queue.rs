@@ -127,20 +127,36 @@ async fn keep_leases(shared: Arc<Shared>) {
         tokio::time::sleep(every).await;
         let entries: Vec<String> = shared.leases.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         for chunk in entries.chunks(500) {
-            let claimed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
-                .arg(shared.keys.queue())
+            let lost: redis::RedisResult<Vec<String>> = scripts::RENEW_LEASES
+                .key(shared.keys.queue())
                 .arg(shared.keys.group())
                 .arg(&shared.consumer)
-                .arg(0)
                 .arg(chunk)
-                .arg("JUSTID")
-                .query_async(&mut shared.conn())
+                .invoke_async(&mut shared.conn())
                 .await;
-            if let Err(e) = claimed {
-                tracing::warn!(error = %e, "cannot renew queue leases");
+            match lost {
+                Ok(lost) => forget_lost_leases(&shared, &lost),
+                Err(e) => tracing::warn!(error = %e, "cannot renew queue leases"),
             }
         }
     }
+}
+
+/// Drops the leases of entries another instance's reaper took over while this instance was
+/// silent: this instance no longer renews them, and its stale turn is refused at its next
+/// write (see [`crate::store::Turn`]).
+fn forget_lost_leases(shared: &Shared, lost: &[String]) {
+    if lost.is_empty() {
+        return;
+    }
+    let mut leases = shared.leases.lock().unwrap_or_else(|p| p.into_inner());
+    leases.retain(|job_id, entry| {
+        let keep = !lost.contains(entry);
+        if !keep {
+            tracing::warn!(job_id, entry, "lost a queue lease to another instance");
+        }
+        keep
+    });
 }
 
 /// Takes over entries whose worker went silent (its instance died or lost Redis for longer
@@ -294,6 +310,10 @@ impl TaskQueue for RedisBackend {
 
     async fn retry(&self, mut job: Job, error: String, delay_ms: u64) -> Result<(), StoreError> {
         let s = &self.0;
+        if s.leased_entry(&job.id).is_none() {
+            // Another instance took the job over; its attempt decides what happens next.
+            return Ok(());
+        }
         // Let go of the lease first: if Redis cannot take the retry now, the entry is no longer
         // renewed and the reaper retries it once Redis is back.
         s.lease(&job.id, None);
@@ -315,8 +335,13 @@ impl TaskQueue for RedisBackend {
         Ok(())
     }
 
+    async fn release(&self, job: &Job) {
+        self.0.lease(&job.id, None);
+    }
+
     async fn discard(&self, job: &Job) {
-        let entry = self.0.leased_entry(&job.id).unwrap_or_default();
+        // A job another instance took over is not this instance's to drop.
+        let Some(entry) = self.0.leased_entry(&job.id) else { return };
         self.0.lease(&job.id, None);
         if let Err(e) = discard_entry(&self.0, &job.id, &entry).await {
             tracing::warn!(error = %e, job_id = job.id, "cannot discard job; the reaper will");
@@ -324,6 +349,9 @@ impl TaskQueue for RedisBackend {
     }
 
     async fn dead_letter(&self, job: Job, error: String) -> Result<Applied, StoreError> {
+        if self.0.leased_entry(&job.id).is_none() {
+            return Err(StoreError::Superseded(format!("job {} was taken over by another instance", job.id)));
+        }
         dead_letter(&self.0, job, error).await
     }
 

@@ -430,3 +430,23 @@ return out
 "#,
     )
 });
+
+/// Renews this instance's leases: resets the idle time of each entry it still owns in the
+/// consumer group, and leaves alone (and reports) the ones another instance's reaper took.
+/// KEYS: 1 queue. ARGV: 1 group, 2 this consumer, 3... entry ids. Returns the lost entry ids.
+pub static RENEW_LEASES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local lost = {}
+for i = 3, #ARGV do
+  local owned = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #owned > 0 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
+"#,
+    )
+});
