@@ -319,3 +319,39 @@ async fn webhooks_count_toward_rate_limits() {
     let (status, reply, _) = hook(&s, "POST", "/webhooks/open", &[], b"hi").await;
     assert_eq!(status, 429, "{reply}");
 }
+
+#[tokio::test]
+async fn an_apps_triggers_need_paths_no_other_app_answers_at() {
+    let s = start(&[]).await;
+    let app = |path: Option<&str>| {
+        let mut trigger = json!({"type": "webhook"});
+        if let Some(path) = path {
+            trigger["path"] = json!(path);
+        }
+        json!({"agents": {"hooked": {"type": "echo", "end_state": "completed", "trigger": trigger}}})
+    };
+    let create = |name: &'static str, config: Value| {
+        let s = &s;
+        async move { s.admin("POST", "/admin/apps", Some(json!({"name": name, "config_json": config}))).await }
+    };
+    let (status, body) = create("no-path", app(None)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("agents.hooked.trigger.path"), "{body}");
+    for taken in ["/webhooks/github/pull-requests", "/webhooks/shop"] {
+        let (status, body) = create("taken", app(Some(taken))).await;
+        assert_eq!(status, 409, "{taken}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("already the trigger of agent"), "{body}");
+    }
+    let (status, body) = create("first", app(Some("/webhooks/team-a/hooked"))).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["app"]["id"].as_str().unwrap().to_string();
+    let (status, reply, _) = hook(&s, "POST", "/webhooks/team-a/hooked", &[], b"for team a").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["output"], "for team a", "the app's agent answered");
+    let (status, body) = create("second", app(Some("/webhooks/team-a/hooked"))).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = s
+        .admin("PUT", &format!("/admin/apps/{id}"), Some(json!({"config_json": app(Some("/webhooks/team-a/hooked"))})))
+        .await;
+    assert_eq!(status, 200, "an app does not clash with itself: {body}");
+}

@@ -13,6 +13,7 @@ use super::{store_error, AppState, HttpError};
 use crate::clock::{ms_to_rfc3339, now_ms};
 use crate::config::Config;
 use crate::store::tenants::{is_valid_app_name, AppRecord, DEFAULT_APP};
+use crate::webhooks::RouteClash;
 
 /// `/.well-known/jwks.json`, served whether or not the admin API is on.
 pub fn public_router() -> Router<AppState> {
@@ -73,8 +74,9 @@ fn check_name(name: &str) -> Result<(), HttpError> {
     }
 }
 
-/// Validates an app configuration; the error names the offending key.
-fn check_config(config: &Value) -> Result<String, HttpError> {
+/// Validates an app configuration, and that its webhook triggers have paths no other app
+/// answers at; the error names the offending key.
+fn check_config(state: &AppState, app_id: &str, config: &Value) -> Result<String, HttpError> {
     let text = match config {
         Value::String(text) => text.clone(),
         Value::Object(_) => config.to_string(),
@@ -86,6 +88,10 @@ fn check_config(config: &Value) -> Result<String, HttpError> {
         }
     };
     let parsed = Config::parse(&text).map_err(|e| bad_request(e.to_string()))?;
+    crate::webhooks::check_app_routes(state.engine.tenants(), app_id, &parsed).map_err(|clash| match clash {
+        RouteClash::NoPath(m) => bad_request(m),
+        RouteClash::Taken(m) => HttpError(StatusCode::CONFLICT, m),
+    })?;
     Ok(serde_json::to_string(&parsed).unwrap_or(text))
 }
 
@@ -125,16 +131,10 @@ async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, 
     let name = body.name.ok_or_else(|| bad_request("name is required"))?;
     check_name(&name)?;
     let config = body.config_json.ok_or_else(|| bad_request("config_json is required"))?;
-    let config_json = check_config(&config)?;
+    let id = format!("app_{}", uuid::Uuid::new_v4().simple());
+    let config_json = check_config(&state, &id, &config)?;
     let now = now_ms();
-    let app = AppRecord {
-        id: format!("app_{}", uuid::Uuid::new_v4().simple()),
-        name,
-        config_json,
-        created_ms: now,
-        updated_ms: now,
-        token_generation: 0,
-    };
+    let app = AppRecord { id, name, config_json, created_ms: now, updated_ms: now, token_generation: 0 };
     state.engine.tenants().store().put_app(&app).await.map_err(store_error)?;
     reload(&state).await?;
     let mut answer = token_response(&state, &app)?;
@@ -160,7 +160,7 @@ async fn update(State(state): State<AppState>, Path(id): Path<String>, body: Byt
         app.name = name;
     }
     if let Some(config) = body.config_json {
-        app.config_json = check_config(&config)?;
+        app.config_json = check_config(&state, &id, &config)?;
     }
     app.updated_ms = now_ms();
     state.engine.tenants().store().put_app(&app).await.map_err(store_error)?;

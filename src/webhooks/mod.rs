@@ -1,7 +1,8 @@
 //! Webhook triggers: other services start agents with an HTTP request to `/webhooks/...`.
 //! An agent opts in with a `trigger` in its configuration; a request is routed to the agent
 //! whose trigger `path` matches exactly, else to the agent named by `/webhooks/{agent}` (in
-//! the default app). Then, in order: the method must be one the trigger accepts; the signature
+//! the default app). Apps' trigger paths are unique across apps ([`check_app_routes`], when an
+//! app is created or changed). Then, in order: the method must be one the trigger accepts; the signature
 //! must verify over the raw body (and a Standard Webhooks message must not be a replay); the
 //! input template renders the message text (and the context template the context id); the task
 //! goes through the same queue as any A2A task; and the answer follows the response mode:
@@ -240,6 +241,62 @@ impl Webhooks {
         };
         Ok(CallbackTarget { url, secret })
     }
+}
+
+/// Why an app's triggers cannot be routed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteClash {
+    /// An app agent's trigger without a path (`/webhooks/{agent}` serves the default app).
+    NoPath(String),
+    /// The path is already another app's.
+    Taken(String),
+}
+
+/// The webhook paths a tenant's agents answer at, with their agents: explicit trigger paths,
+/// and for the default app `/webhooks/{agent}` of every agent with a trigger.
+fn routes_of(tenant: &Tenant) -> Vec<(String, String)> {
+    let mut routes = Vec::new();
+    for agent in tenant.agents.iter() {
+        let Some(trigger) = &agent.config.trigger else { continue };
+        if let Some(path) = &trigger.path {
+            routes.push((path.clone(), agent.name.clone()));
+        }
+        if tenant.record.id == crate::store::tenants::DEFAULT_APP {
+            routes.push((format!("/webhooks/{}", agent.name), agent.name.clone()));
+        }
+    }
+    routes
+}
+
+/// Checks that the triggers of app `app_id`'s new configuration can be routed: each has a
+/// path, and no other app answers at it.
+pub fn check_app_routes(
+    tenants: &crate::tenants::Tenants,
+    app_id: &str,
+    config: &crate::config::Config,
+) -> Result<(), RouteClash> {
+    let others: Vec<(String, String, String)> = tenants
+        .all()
+        .iter()
+        .filter(|t| t.record.id != app_id)
+        .flat_map(|t| {
+            routes_of(t).into_iter().map(|(path, agent)| (path, agent, t.record.name.clone())).collect::<Vec<_>>()
+        })
+        .collect();
+    for (name, agent) in &config.agents.0 {
+        let Some(trigger) = &agent.trigger else { continue };
+        let Some(path) = &trigger.path else {
+            return Err(RouteClash::NoPath(format!(
+                "agents.{name}.trigger.path: an app's triggers need a path of their own (/webhooks/{{agent}} serves the default app's agents)"
+            )));
+        };
+        if let Some((_, other_agent, other_app)) = others.iter().find(|(p, _, _)| p == path) {
+            return Err(RouteClash::Taken(format!(
+                "agents.{name}.trigger.path: {path} is already the trigger of agent {other_agent} of app {other_app}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn not_found(path: &str) -> WebhookError {
