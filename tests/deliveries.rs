@@ -292,6 +292,21 @@ async fn the_ssrf_guard_refuses_private_targets_by_default() {
         assert_eq!(attempts.len(), 1, "a refused target is not retried: {delivery}");
         assert!(attempts[0]["error"].as_str().unwrap().contains("private"), "{delivery}");
     }
+    // A name that resolves to a private address is refused by the client's resolver alike.
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let task = s
+        .result(
+            "echo",
+            "message/send",
+            json!({"message": user_message("push?"), "configuration": {"pushNotificationConfig": {"url": by_name}}}),
+        )
+        .await;
+    for delivery in settled_deliveries(&s, task["id"].as_str().unwrap(), 3).await {
+        assert_eq!(delivery["state"], "failed", "{delivery}");
+        let attempts = delivery["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "a refused name is not retried: {delivery}");
+        assert!(attempts[0]["error"].as_str().unwrap().contains("localhost is a private"), "{delivery}");
+    }
     assert!(rx.try_recv().is_err(), "nothing reached the private receiver");
 
     let (status, body) = s.admin("GET", "/admin/deliveries?kind=email", None).await;

@@ -40,9 +40,6 @@ import json
 import os
 import sys
 import time
-import traceback
-import urllib.error
-import urllib.request
 import uuid
 
 from importlib.metadata import version as pkg_version
@@ -51,51 +48,17 @@ import jwt
 
 from jwt.algorithms import HMACAlgorithm
 
-BASE_URL = os.environ.get('A2A_BASE_URL', '').rstrip('/')
+from checks import HTTP_TIMEOUT_S, CheckFailed, expect, http, require_base_url, run
+
 ADMIN_SECRET = os.environ.get('SWITCHYARD_AUTH_SECRET', '')
 EXPECTED_ISSUER = os.environ.get('SWITCHYARD_ISSUER') or None
 
 AUDIENCE = 'switchyard'
 APP_AGENT = 'helper'  # the agent of the app this script creates
 APP_NAME = f'conformance-{uuid.uuid4().hex[:12]}'
-HTTP_TIMEOUT_S = 20
 CLOCK_SKEW_S = 60
 REQUIRED_CLAIMS = ['iss', 'aud', 'sub', 'iat', 'nbf', 'exp', 'jti']
 LABEL = f'python PyJWT {pkg_version("PyJWT")}'
-
-
-class CheckFailed(Exception):
-    """An assertion of a check did not hold."""
-
-
-def expect(cond: bool, msg: str) -> None:
-    if not cond:
-        raise CheckFailed(msg)
-
-
-# ---------------------------------------------------------------------------------------------
-# HTTP (stdlib only)
-# ---------------------------------------------------------------------------------------------
-
-
-def http(method: str, path: str, body: dict | None = None, bearer: str | None = None) -> tuple[int, dict | str]:
-    """Sends one request; returns (status, parsed JSON body, or the raw text if not JSON)."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(BASE_URL + path, data=data, method=method)
-    if data is not None:
-        req.add_header('Content-Type', 'application/json')
-    if bearer is not None:
-        req.add_header('Authorization', f'Bearer {bearer}')
-    try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as e:  # 4xx/5xx still carry a status and a body
-        status, raw = e.code, e.read()
-    text = raw.decode('utf-8', 'replace')
-    try:
-        return status, json.loads(text)
-    except ValueError:
-        return status, text
 
 
 def admin(method: str, path: str, body: dict | None = None) -> tuple[int, dict | str]:
@@ -321,31 +284,12 @@ CHECKS = [
 
 
 def main() -> int:
-    if not BASE_URL:
-        print('A2A_BASE_URL is not set', file=sys.stderr)
+    if not require_base_url():
         return 2
     if not ADMIN_SECRET:
         print('SWITCHYARD_AUTH_SECRET is not set', file=sys.stderr)
         return 2
-    st: dict = {}
-    passed = failed = 0
-    for name, fn in CHECKS:
-        try:
-            fn(st)
-        except CheckFailed as e:
-            failed += 1
-            print(f'FAIL {name}: ' + str(e).replace('\n', ' '), flush=True)
-        except Exception as e:  # a PyJWT or HTTP error fails the check, with its reason
-            failed += 1
-            reason = str(e).replace('\n', ' ')
-            print(f'FAIL {name}: {type(e).__name__}: {reason}', flush=True)
-            if os.environ.get('A2A_DEBUG'):
-                traceback.print_exc()
-        else:
-            passed += 1
-            print(f'PASS {name}', flush=True)
-    print(f'{LABEL}: {passed}/{passed + failed} passed', flush=True)
-    return 1 if failed else 0
+    return run(LABEL, CHECKS, {})
 
 
 if __name__ == '__main__':

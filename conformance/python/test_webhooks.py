@@ -33,51 +33,27 @@ import base64
 import datetime
 import hashlib
 import hmac
-import http.server
 import json
 import os
 import queue
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
 
+from checks import CheckFailed, expect, http, require_base_url, run
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-BASE_URL = os.environ.get('A2A_BASE_URL', '').rstrip('/')
 ADMIN_SECRET = os.environ.get('SWITCHYARD_AUTH_SECRET', '')
 GITHUB_SECRET = 'conformance-github-secret'
 HMAC_SECRET = 'conformance-hmac-secret'
 STANDARD_SECRET = 'whsec_' + base64.b64encode(b'conformance standard webhooks key').decode()
 LABEL = f"python standardwebhooks {version('standardwebhooks')}"
 WAIT_S = 15
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def expect(cond: bool, message: str) -> None:
-    if not cond:
-        raise CheckFailed(message)
-
-
-def call(method: str, path: str, body: dict | None = None, headers: dict | None = None,
-         raw: bytes | None = None) -> tuple[int, dict]:
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    all_headers = {'content-type': 'application/json'} if data else {}
-    all_headers.update(headers or {})
-    req = urllib.request.Request(BASE_URL + path, data=data, method=method, headers=all_headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            text = resp.read()
-            return resp.status, json.loads(text) if text else {}
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b'{}')
 
 
 class Receiver:
@@ -87,7 +63,7 @@ class Receiver:
         self.received: queue.Queue = queue.Queue()
         received = self.received
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(BaseHTTPRequestHandler):
             def _any(self) -> None:
                 length = int(self.headers.get('content-length') or 0)
                 body = self.rfile.read(length)
@@ -101,7 +77,7 @@ class Receiver:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f'http://127.0.0.1:{self.server.server_address[1]}/hook'
 
@@ -115,10 +91,10 @@ def check_reference_vector(st: dict) -> None:
 
 def check_forwarded_and_signed(st: dict) -> None:
     receiver = Receiver()
-    status, created = call('POST', '/v1/agent/sessions')
+    status, created = http('POST', '/v1/agent/sessions')
     expect(status == 201, f'creating a capture session answered {status}: {created}')
     sid = created['session_id']
-    status, session = call('PATCH', f'/v1/agent/sessions/{sid}/forwarding', {'url': receiver.url})
+    status, session = http('PATCH', f'/v1/agent/sessions/{sid}/forwarding', {'url': receiver.url})
     expect(status == 200, f'PATCH forwarding answered {status}: {session}')
     secret = (session.get('forwarding') or {}).get('secret') or ''
     expect(secret.startswith('whsec_'), f'no whsec_ secret in {session}')
@@ -170,14 +146,14 @@ def check_trigger_app(st: dict) -> None:
             'signature': 'standard-webhooks', 'input': {'template': 'order {{ body.id }}'},
             'response': {'mode': 'callback', 'allow_callback_header': True}}},
     }}
-    status, body = call('POST', '/admin/apps', {'name': f'conformance-hooks-{suffix}', 'config_json': config},
-                        {'authorization': f'Bearer {ADMIN_SECRET}'})
+    status, body = http('POST', '/admin/apps', {'name': f'conformance-hooks-{suffix}', 'config_json': config},
+                        bearer=ADMIN_SECRET)
     expect(status == 201, f'creating the app answered {status}: {body}')
     st['prefix'] = f'/webhooks/conformance-{suffix}'
     # Apps reach every instance within a moment; wait until the trigger answers.
     deadline = time.time() + 15
     while time.time() < deadline:
-        status, _ = call('POST', st['prefix'] + '/hmac', raw=b'{}')
+        status, _ = http('POST', st['prefix'] + '/hmac', raw=b'{}')
         if status != 404:
             return
         time.sleep(0.2)
@@ -188,12 +164,12 @@ def check_github_trigger(st: dict) -> None:
     expect('prefix' in st, 'no trigger app (trigger_app failed)')
     payload = json.dumps({'pull_request': {'title': 'Add CI'}, 'sender': {'login': 'octocat'}}).encode()
     sig = 'sha256=' + hmac.new(GITHUB_SECRET.encode(), payload, hashlib.sha256).hexdigest()
-    status, body = call('POST', st['prefix'] + '/github', raw=payload, headers={'X-Hub-Signature-256': sig})
+    status, body = http('POST', st['prefix'] + '/github', raw=payload, headers={'X-Hub-Signature-256': sig})
     expect(status == 200, f'signed GitHub webhook answered {status}: {body}')
     expect(body.get('output') == 'PR Add CI by octocat', f'unexpected output {body}')
     expect(body.get('status') == 'completed', f'unexpected status {body}')
     bad = 'sha256=' + hmac.new(b'wrong secret', payload, hashlib.sha256).hexdigest()
-    status, body = call('POST', st['prefix'] + '/github', raw=payload, headers={'X-Hub-Signature-256': bad})
+    status, body = http('POST', st['prefix'] + '/github', raw=payload, headers={'X-Hub-Signature-256': bad})
     expect(status == 401, f'a wrong signature answered {status}: {body}')
 
 
@@ -201,7 +177,7 @@ def check_hmac_trigger(st: dict) -> None:
     expect('prefix' in st, 'no trigger app (trigger_app failed)')
     payload = b'{"event": "ping"}'
     sig = hmac.new(HMAC_SECRET.encode(), payload, hashlib.sha256).hexdigest()
-    status, body = call('POST', st['prefix'] + '/hmac', raw=payload, headers={'X-Webhook-Signature': sig})
+    status, body = http('POST', st['prefix'] + '/hmac', raw=payload, headers={'X-Webhook-Signature': sig})
     expect(status == 202, f'signed webhook answered {status}: {body}')
     expect(body.get('status') == 'submitted' and body.get('task_id'), f'unexpected answer {body}')
 
@@ -215,9 +191,9 @@ def check_standard_trigger(st: dict) -> None:
     signature = Webhook(STANDARD_SECRET).sign(msg_id, now, payload.decode())
     headers = {'webhook-id': msg_id, 'webhook-timestamp': str(int(now.timestamp())),
                'webhook-signature': signature, 'X-Callback-URL': receiver.url}
-    status, body = call('POST', st['prefix'] + '/standard', raw=payload, headers=headers)
+    status, body = http('POST', st['prefix'] + '/standard', raw=payload, headers=headers)
     expect(status == 202, f'a message signed by Webhook.sign answered {status}: {body}')
-    status, again = call('POST', st['prefix'] + '/standard', raw=payload, headers=headers)
+    status, again = http('POST', st['prefix'] + '/standard', raw=payload, headers=headers)
     expect(status == 401, f'its replay answered {status}: {again}')
     try:
         method, cb_headers, cb_body = receiver.received.get(timeout=WAIT_S)
@@ -244,25 +220,9 @@ CHECKS = [
 
 
 def main() -> int:
-    if not BASE_URL:
-        print('A2A_BASE_URL is not set', file=sys.stderr)
+    if not require_base_url():
         return 2
-    st: dict = {}
-    passed = failed = 0
-    for name, fn in CHECKS:
-        try:
-            fn(st)
-        except CheckFailed as e:
-            failed += 1
-            print(f'FAIL {name}: {e}', flush=True)
-        except Exception as e:  # noqa: BLE001 - an unexpected error fails the check, not the run
-            failed += 1
-            print(f'FAIL {name}: unexpected {type(e).__name__}: {e}', flush=True)
-        else:
-            passed += 1
-            print(f'PASS {name}', flush=True)
-    print(f'{LABEL}: {passed}/{passed + failed} passed', flush=True)
-    return 1 if failed else 0
+    return run(LABEL, CHECKS, {})
 
 
 if __name__ == '__main__':

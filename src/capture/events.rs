@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
@@ -120,20 +120,16 @@ pub async fn page(
     }
 }
 
-const CURSOR_PREFIX: &str = "capture-before:";
+const CURSOR: &str = "capture-before";
 
 /// The opaque form of a cursor.
 pub fn encode_cursor(before: u64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{before}"))
+    crate::cursor::encode(CURSOR, before)
 }
 
 /// A cursor this server issued.
 pub fn decode_cursor(cursor: &str) -> Result<u64, CaptureError> {
-    URL_SAFE_NO_PAD
-        .decode(cursor.trim())
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix(CURSOR_PREFIX)?.parse::<u64>().ok())
+    crate::cursor::decode(CURSOR, cursor)
         .ok_or_else(|| CaptureError::Invalid("cursor: not a cursor this server issued".into()))
 }
 
@@ -231,6 +227,7 @@ pub async fn live(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     #[test]
     fn cursors_round_trip_and_reject_forgeries() {

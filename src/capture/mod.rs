@@ -48,6 +48,33 @@ impl Default for CaptureOptions {
 /// Largest custom response body.
 pub const MAX_RESPONSE_BODY: usize = 4096;
 
+/// A change to what a session answers; fields left out keep their value.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsePatch {
+    pub status_code: Option<u16>,
+    pub content_type: Option<String>,
+    pub body: Option<String>,
+}
+
+impl ResponsePatch {
+    fn check(&self) -> Result<(), CaptureError> {
+        let bad = |m: String| Err(CaptureError::Invalid(m));
+        if let Some(code) = self.status_code.filter(|c| !(200..=599).contains(c)) {
+            return bad(format!("status_code: must be between 200 and 599, got {code}"));
+        }
+        if let Some(ct) = &self.content_type {
+            if ct.trim().is_empty() || ct.len() > 255 || axum::http::HeaderValue::from_str(ct).is_err() {
+                return bad(format!("content_type: not a valid header value: {ct:?}"));
+            }
+        }
+        if let Some(text) = self.body.as_ref().filter(|b| b.len() > MAX_RESPONSE_BODY) {
+            return bad(format!("body: at most {MAX_RESPONSE_BODY} bytes, got {}", text.len()));
+        }
+        Ok(())
+    }
+}
+
 /// Why a capture operation did not happen; each maps to one HTTP status.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CaptureError {
@@ -137,12 +164,13 @@ impl Capture {
     pub async fn ingest(
         &self,
         id: &str,
-        request: &CapturedRequest,
+        request: CapturedRequest,
     ) -> Result<(Arc<CapturedEvent>, CaptureSession), CaptureError> {
         if !is_session_id(id) {
             return Err(CaptureError::NotFound(id.to_string()));
         }
-        match self.store.record(id, request, request.received_ms).await? {
+        let received_ms = request.received_ms;
+        match self.store.record(id, request, received_ms).await? {
             Recording::Recorded { event, session } => {
                 if let Some(url) = &session.forward_url {
                     self.deliveries.submit_later(relay(&session, url, &event));
@@ -180,14 +208,20 @@ impl Capture {
         Ok(events::page(self.store.as_ref(), &session.id, filter, cursor, limit).await?)
     }
 
-    /// Sets what the session answers.
+    /// Changes what the session answers: the fields the patch sets.
     pub async fn set_response(
         &self,
         id: &str,
         caller: &Caller,
-        response: CaptureResponse,
+        patch: ResponsePatch,
     ) -> Result<CaptureSession, CaptureError> {
-        self.session(id, caller).await?;
+        patch.check()?;
+        let current = self.session(id, caller).await?.response;
+        let response = CaptureResponse {
+            status_code: patch.status_code.unwrap_or(current.status_code),
+            content_type: patch.content_type.unwrap_or(current.content_type),
+            body: patch.body.unwrap_or(current.body),
+        };
         self.update(id, CaptureUpdate::Response(response)).await
     }
 

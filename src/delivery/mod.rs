@@ -358,8 +358,8 @@ impl Deliveries {
 
     /// Sends the request; returns the status, a `Retry-After` and the start of the answer.
     async fn send(&self, delivery: &Delivery) -> Result<(u16, Option<Duration>, String), SendError> {
-        let url = ssrf::check_target(&delivery.url, self.0.options.allow_private_targets)
-            .await
+        // No DNS here: names are checked by the client's resolver, on the address it connects to.
+        let url = ssrf::check_url(&delivery.url, self.0.options.allow_private_targets)
             .map_err(|message| SendError { message, permanent: true })?;
         let method = reqwest::Method::from_bytes(delivery.method.as_bytes())
             .map_err(|_| SendError { message: format!("invalid method {}", delivery.method), permanent: true })?;
@@ -373,7 +373,10 @@ impl Deliveries {
                 request = request.header(name, value);
             }
         }
-        let response = request.send().await.map_err(|e| SendError { message: describe(&e), permanent: false })?;
+        let response = request.send().await.map_err(|e| match refused_by_guard(&e) {
+            Some(refused) => SendError { message: refused.0.clone(), permanent: true },
+            None => SendError { message: describe(&e), permanent: false },
+        })?;
         let status = response.status().as_u16();
         let retry_after = match status {
             429 | 503 => {
@@ -405,6 +408,18 @@ fn describe(e: &reqwest::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+/// The SSRF guard's refusal, if that is why a request could not be sent.
+fn refused_by_guard(e: &reqwest::Error) -> Option<&ssrf::Refused> {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<ssrf::Refused>() {
+            return Some(refused);
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// ±20% around the planned delay.

@@ -53,10 +53,16 @@ pub fn refusal(host: &str) -> String {
     format!("{host} is a private, loopback or link-local address; outgoing deliveries go to public addresses only (allow private ones with --allow-private-targets)")
 }
 
-/// Checks a target URL before anything is sent: http or https with a host, and (unless
-/// private targets are allowed) not an IP literal in a private range; a name must resolve to
-/// at least one public address.
-pub async fn check_target(url: &str, allow_private: bool) -> Result<reqwest::Url, String> {
+/// A target refused by the guard; the resolver's error, so a sender can tell it from a
+/// network failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// Checks a target URL without resolving it: http or https with a host and no credentials,
+/// and (unless private targets are allowed) not an IP literal in a private range. Names are
+/// checked when they are resolved ([`GuardedResolver`]).
+pub fn check_url(url: &str, allow_private: bool) -> Result<reqwest::Url, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a valid URL ({e}): {url}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!("only http and https URLs are allowed, got {}", parsed.scheme()));
@@ -65,26 +71,30 @@ pub async fn check_target(url: &str, allow_private: bool) -> Result<reqwest::Url
         return Err("URLs with credentials are not allowed".into());
     }
     let host = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| format!("URL has no host: {url}"))?;
-    if allow_private {
-        return Ok(parsed);
+    let private_literal = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
+        _ => false,
+    };
+    if private_literal && !allow_private {
+        return Err(refusal(host));
     }
-    match parsed.host() {
-        Some(url::Host::Ipv4(ip)) if is_private(IpAddr::V4(ip)) => Err(refusal(host)),
-        Some(url::Host::Ipv6(ip)) if is_private(IpAddr::V6(ip)) => Err(refusal(host)),
-        Some(url::Host::Domain(name)) => {
-            let port = parsed.port_or_known_default().unwrap_or(80);
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name, port))
-                .await
-                .map_err(|e| format!("cannot resolve {name}: {e}"))?
-                .collect();
-            if addrs.iter().any(|a| !is_private(a.ip())) {
-                Ok(parsed)
-            } else {
-                Err(refusal(host))
-            }
+    Ok(parsed)
+}
+
+/// Checks a target URL when it is configured, so a bad one is the caller's error at once:
+/// [`check_url`], and a name must resolve to at least one public address.
+pub async fn check_target(url: &str, allow_private: bool) -> Result<reqwest::Url, String> {
+    let parsed = check_url(url, allow_private)?;
+    if let (Some(url::Host::Domain(name)), false) = (parsed.host(), allow_private) {
+        let port = parsed.port_or_known_default().unwrap_or(80);
+        let addrs: Vec<SocketAddr> =
+            tokio::net::lookup_host((name, port)).await.map_err(|e| format!("cannot resolve {name}: {e}"))?.collect();
+        if !addrs.iter().any(|a| !is_private(a.ip())) {
+            return Err(refusal(name));
         }
-        _ => Ok(parsed),
     }
+    Ok(parsed)
 }
 
 /// The HTTP client's resolver: drops private addresses (unless allowed) from every lookup.
@@ -100,7 +110,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let kept: Vec<SocketAddr> = addrs.into_iter().filter(|a| allow_private || !is_private(a.ip())).collect();
             if kept.is_empty() {
-                return Err(refusal(&host).into());
+                return Err(Box::new(Refused(refusal(&host))) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
         })
@@ -150,5 +160,14 @@ mod tests {
         assert!(check_target("http://user:pw@example.com/", true).await.is_err());
         assert!(check_target("not a url", true).await.is_err());
         assert!(check_target("http://8.8.8.8/hook", false).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_resolver_refuses_names_of_private_addresses() {
+        use reqwest::dns::Resolve;
+        let name = || "localhost".parse::<reqwest::dns::Name>().unwrap();
+        let refused = GuardedResolver { allow_private: false }.resolve(name()).await.err().expect("refused");
+        assert!(refused.downcast_ref::<Refused>().is_some(), "{refused}");
+        assert!(GuardedResolver { allow_private: true }.resolve(name()).await.is_ok());
     }
 }

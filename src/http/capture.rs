@@ -2,7 +2,6 @@
 //! `/v1/test/sessions`), the ingest URL `ANY /v1/ingest/{id}[/...]`, and the live views (SSE
 //! and WebSocket).
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -25,9 +24,9 @@ use super::cards::base_url;
 use super::{query_count, read_body, AppState, HttpError};
 use crate::auth::Caller;
 use crate::capture::events::{decode_cursor, encode_cursor};
-use crate::capture::{CaptureError, EventFilter, MAX_RESPONSE_BODY};
+use crate::capture::{CaptureError, EventFilter};
 use crate::clock::{ms_to_rfc3339, now_ms};
-use crate::store::capture::{CaptureResponse, CaptureSession, CapturedEvent, CapturedRequest};
+use crate::store::capture::{CaptureSession, CapturedEvent, CapturedRequest};
 
 /// Default and largest page of events.
 const DEFAULT_PAGE: usize = 50;
@@ -185,15 +184,6 @@ async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<St
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// The body of `PATCH .../response`: fields left out keep their value.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResponseBody {
-    status_code: Option<u16>,
-    content_type: Option<String>,
-    body: Option<String>,
-}
-
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
@@ -210,26 +200,7 @@ async fn set_response(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let patch: ResponseBody = parse_json(&body)?;
-    let bad = |m: String| HttpError(StatusCode::BAD_REQUEST, m);
-    if let Some(code) = patch.status_code.filter(|c| !(200..=599).contains(c)) {
-        return Err(bad(format!("status_code: must be between 200 and 599, got {code}")));
-    }
-    if let Some(ct) = &patch.content_type {
-        if ct.trim().is_empty() || ct.len() > 255 || HeaderValue::from_str(ct).is_err() {
-            return Err(bad(format!("content_type: not a valid header value: {ct:?}")));
-        }
-    }
-    if let Some(text) = patch.body.as_ref().filter(|b| b.len() > MAX_RESPONSE_BODY) {
-        return Err(bad(format!("body: at most {MAX_RESPONSE_BODY} bytes, got {}", text.len())));
-    }
-    let current = state.capture.session(&id, &caller).await?.response;
-    let response = CaptureResponse {
-        status_code: patch.status_code.unwrap_or(current.status_code),
-        content_type: patch.content_type.unwrap_or(current.content_type),
-        body: patch.body.unwrap_or(current.body),
-    };
-    let session = state.capture.set_response(&id, &caller, response).await?;
+    let session = state.capture.set_response(&id, &caller, parse_json(&body)?).await?;
     Ok(Json(session_view(&state, &headers, &session)).into_response())
 }
 
@@ -237,7 +208,14 @@ async fn set_response(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ForwardingBody {
-    url: Option<String>,
+    /// `None` when left out (an error), `Some(None)` for `null`.
+    #[serde(default, deserialize_with = "present")]
+    url: Option<Option<String>>,
+}
+
+/// A field that is present, even as `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 async fn set_forwarding(
@@ -247,12 +225,11 @@ async fn set_forwarding(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let value: Value = parse_json(&body)?;
-    if value.get("url").is_none() {
-        return Err(HttpError(StatusCode::BAD_REQUEST, "url: required (a URL, or null to stop forwarding)".into()));
-    }
     let forwarding: ForwardingBody = parse_json(&body)?;
-    let session = state.capture.set_forwarding(&id, &caller, forwarding.url).await?;
+    let Some(url) = forwarding.url else {
+        return Err(HttpError(StatusCode::BAD_REQUEST, "url: required (a URL, or null to stop forwarding)".into()));
+    };
+    let session = state.capture.set_forwarding(&id, &caller, url).await?;
     Ok(Json(session_view(&state, &headers, &session)).into_response())
 }
 
@@ -447,7 +424,7 @@ async fn ingest(
         Err(e) => return e.into_response(),
     };
     let request = captured(method, &uri, &headers, &body, peer, received_ms, started.elapsed());
-    match state.capture.ingest(&id, &request).await {
+    match state.capture.ingest(&id, request).await {
         Ok((_, session)) => {
             let response = session.response;
             let status = StatusCode::from_u16(response.status_code).unwrap_or(StatusCode::OK);
@@ -469,17 +446,6 @@ fn captured(
     received_ms: u64,
     took: Duration,
 ) -> CapturedRequest {
-    let mut recorded: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in headers {
-        let value = String::from_utf8_lossy(value.as_bytes());
-        recorded
-            .entry(name.as_str().to_string())
-            .and_modify(|joined| {
-                joined.push_str(", ");
-                joined.push_str(&value);
-            })
-            .or_insert_with(|| value.into_owned());
-    }
     let (body_text, encoding) = match std::str::from_utf8(body) {
         Ok(text) => (text.to_string(), "utf8"),
         Err(_) => (STANDARD.encode(body), "base64"),
@@ -489,7 +455,7 @@ fn captured(
         method: method.as_str().to_string(),
         path: uri.path().to_string(),
         query: uri.query().unwrap_or("").to_string(),
-        headers: recorded,
+        headers: crate::headers::joined(headers),
         body: body_text,
         body_encoding: encoding.to_string(),
         size: body.len() as u64,

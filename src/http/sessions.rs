@@ -7,13 +7,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{query_count, AppState, HttpError};
 use crate::clock::ms_to_rfc3339;
+use crate::cursor;
 use crate::engine::sessions::SessionSummary;
 use crate::store::tenants::DEFAULT_APP;
 
@@ -53,19 +52,12 @@ fn app_of(state: &AppState, app_id: Option<&str>) -> Result<(String, String), Ht
 }
 
 /// Page tokens carry the position of the last session of the previous page.
-fn page_token(after: u64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("sessions-after:{after}"))
-}
+const PAGE_TOKEN: &str = "sessions-after";
 
 fn position_of(token: &str) -> Result<u64, HttpError> {
-    URL_SAFE_NO_PAD
-        .decode(token.trim())
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix("sessions-after:")?.parse().ok())
-        .ok_or_else(|| {
-            HttpError(StatusCode::BAD_REQUEST, "page_token is not a token from a previous page of this listing".into())
-        })
+    cursor::decode(PAGE_TOKEN, token).ok_or_else(|| {
+        HttpError(StatusCode::BAD_REQUEST, "page_token is not a token from a previous page of this listing".into())
+    })
 }
 
 /// A session as the admin API shows it.
@@ -95,7 +87,7 @@ async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>) -> 
     let sessions: Vec<Value> = page.sessions.iter().map(|s| view(s, &app_name)).collect();
     Ok(Json(json!({
         "sessions": sessions,
-        "next_page_token": page.next_after.map(page_token).unwrap_or_default(),
+        "next_page_token": page.next_after.map(|after| cursor::encode(PAGE_TOKEN, after)).unwrap_or_default(),
     }))
     .into_response())
 }

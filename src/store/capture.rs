@@ -152,7 +152,7 @@ pub trait CaptureStore: Send + Sync + 'static {
     async fn session(&self, id: &str) -> Result<Option<CaptureSession>, StoreError>;
     /// Records a request atomically, unless the session is missing, expired or full; the event
     /// carries the status the session answers with.
-    async fn record(&self, id: &str, request: &CapturedRequest, now_ms: u64) -> Result<Recording, StoreError>;
+    async fn record(&self, id: &str, request: CapturedRequest, now_ms: u64) -> Result<Recording, StoreError>;
     /// Up to `limit` events numbered below `before`, newest first.
     async fn events_before(&self, id: &str, before: u64, limit: usize) -> Result<Vec<CapturedEvent>, StoreError>;
     /// Up to `limit` events numbered above `after`, oldest first.

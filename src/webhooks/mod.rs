@@ -16,7 +16,6 @@
 pub mod signature;
 pub mod template;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
@@ -25,7 +24,7 @@ use futures::StreamExt;
 
 use crate::agents::Agent;
 use crate::clock::now_ms;
-use crate::config::{resolve_env, ResponseMode, SignatureScheme, TriggerConfig};
+use crate::config::{resolve_env, ResponseMode, SignatureScheme, TriggerConfig, TriggerInput};
 use crate::delivery::Deliveries;
 use crate::engine::follow::follow;
 use crate::engine::{Engine, EngineError, Origin};
@@ -121,26 +120,7 @@ impl Webhooks {
             });
         }
         self.check_signature(&trigger, &agent.name, &request).await?;
-        let view = request_view(&request);
-        let text = match &trigger.input.template {
-            Some(t) => {
-                template::render(t, &view).map_err(|e| WebhookError::BadRequest(format!("input template: {e}")))?
-            }
-            None => view.raw.clone(),
-        };
-        if text.trim().is_empty() {
-            return Err(WebhookError::BadRequest(
-                "the webhook produced an empty message (empty body or template)".into(),
-            ));
-        }
-        let context_id = match &trigger.input.context_id {
-            Some(t) => Some(
-                template::render(t, &view)
-                    .map_err(|e| WebhookError::BadRequest(format!("context_id template: {e}")))?,
-            )
-            .filter(|c| !c.trim().is_empty()),
-            None => None,
-        };
+        let (text, context_id) = message_input(&trigger.input, &request)?;
         let callback = match trigger.response.mode {
             ResponseMode::Callback => Some(self.callback_target(&trigger, &request.headers).await?),
             _ => None,
@@ -303,26 +283,45 @@ fn not_found(path: &str) -> WebhookError {
     WebhookError::NotFound(format!("no webhook trigger at {path}"))
 }
 
+/// The message text and context id a request becomes. What templates see is built once, and
+/// only for a trigger that has templates.
+fn message_input(input: &TriggerInput, request: &WebhookRequest) -> Result<(String, Option<String>), WebhookError> {
+    let view = std::cell::OnceCell::new();
+    let render = |template: &str, what: &str| {
+        template::render(template, view.get_or_init(|| request_view(request)))
+            .map_err(|e| WebhookError::BadRequest(format!("{what} template: {e}")))
+    };
+    let text = match &input.template {
+        Some(t) => render(t, "input")?,
+        None => String::from_utf8_lossy(&request.body).into_owned(),
+    };
+    if text.trim().is_empty() {
+        return Err(WebhookError::BadRequest("the webhook produced an empty message (empty body or template)".into()));
+    }
+    let context_id = match &input.context_id {
+        Some(t) => Some(render(t, "context_id")?).filter(|c| !c.trim().is_empty()),
+        None => None,
+    };
+    Ok((text, context_id))
+}
+
 /// The request as templates see it.
 fn request_view(request: &WebhookRequest) -> RequestView {
     let raw = String::from_utf8_lossy(&request.body).into_owned();
     let body = serde_json::from_slice(&request.body).unwrap_or_else(|_| serde_json::Value::String(raw.clone()));
-    let mut headers = BTreeMap::new();
-    for (name, value) in &request.headers {
-        headers
-            .entry(name.as_str().to_string())
-            .and_modify(|v: &mut String| {
-                v.push_str(", ");
-                v.push_str(&String::from_utf8_lossy(value.as_bytes()));
-            })
-            .or_insert_with(|| String::from_utf8_lossy(value.as_bytes()).into_owned());
-    }
     let query = request
         .query
         .as_deref()
         .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
-    RequestView { body, raw, headers, query, method: request.method.clone(), path: request.path.clone() }
+    RequestView {
+        body,
+        raw,
+        headers: crate::headers::joined(&request.headers),
+        query,
+        method: request.method.clone(),
+        path: request.path.clone(),
+    }
 }
 
 /// The text of a task's output: its artifacts' text parts, and its status message's.

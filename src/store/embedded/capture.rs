@@ -132,7 +132,7 @@ impl CaptureStore for EmbeddedCapture {
         Ok(session)
     }
 
-    async fn record(&self, id: &str, request: &CapturedRequest, now_ms: u64) -> Result<Recording, StoreError> {
+    async fn record(&self, id: &str, request: CapturedRequest, now_ms: u64) -> Result<Recording, StoreError> {
         let Some(slot) = self.slot(id)? else { return Ok(Recording::Missing) };
         let recording = {
             let mut guard = lock(&slot);
@@ -146,7 +146,7 @@ impl CaptureStore for EmbeddedCapture {
             let event = Arc::new(CapturedEvent {
                 seq: session.request_count + 1,
                 status: session.response.status_code,
-                request: request.clone(),
+                request,
             });
             let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
             batch.insert(&self.events, keys::event(id, event.seq), encode(&*event));

@@ -94,8 +94,8 @@ impl CaptureStore for RedisCapture {
         Ok(session_of(id, &fields))
     }
 
-    async fn record(&self, id: &str, request: &CapturedRequest, now_ms: u64) -> Result<Recording, StoreError> {
-        let json = serde_json::to_string(request).map_err(unavailable)?;
+    async fn record(&self, id: &str, request: CapturedRequest, now_ms: u64) -> Result<Recording, StoreError> {
+        let json = serde_json::to_string(&request).map_err(unavailable)?;
         let reply: Vec<String> = scripts::CAPTURE_RECORD
             .key(self.keys.capture(id))
             .key(self.keys.capture_events(id))
