@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/switchyard
 
-.PHONY: run build test unit test-redis conformance conformance-redis bench lint fmt
+.PHONY: run build test unit test-redis test-redis-cluster conformance conformance-redis bench lint fmt
 
 ## Run the server with ./config.yaml and the embedded store in ./data.
 run:
@@ -14,7 +14,7 @@ build:
 
 ## Every test: Rust unit and integration tests (the HTTP suites once per backend), then the
 ## official-SDK conformance suite. Redis tests start their own redis-server (or use REDIS_URL).
-test: build unit test-redis conformance conformance-redis
+test: build unit test-redis test-redis-cluster conformance conformance-redis
 
 unit:
 	$(CARGO) test --release --locked
@@ -23,6 +23,12 @@ unit:
 test-redis:
 	SWITCHYARD_TEST_BACKEND=redis $(CARGO) test --release --locked \
 		--test protocol --test streaming --test http_surface --test durability --test admin_queue --test auth --test rate_limits --test metrics --test sessions --test capture --test deliveries --test webhooks
+
+## The Redis suites again on a Redis Cluster of three masters (started by the tests): the
+## store contract, several instances, and every HTTP suite that does not stop Redis.
+test-redis-cluster:
+	SWITCHYARD_TEST_BACKEND=redis-cluster $(CARGO) test --release --locked \
+		--test store_contract --test scale_out --test redis_cluster --test protocol --test streaming --test http_surface --test durability --test admin_queue --test auth --test rate_limits --test metrics --test sessions --test capture --test deliveries --test webhooks
 
 conformance: build
 	conformance/run.sh $(BIN)

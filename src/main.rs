@@ -80,9 +80,13 @@ struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_FSYNC", default_value = "100ms")]
     fsync: FsyncPolicy,
     /// Use Redis instead of the embedded store (`redis://host:port/db`): instances on the same
-    /// Redis and prefix share tasks, queue and streams.
+    /// Redis and prefix share tasks, queue and streams. A comma-separated list
+    /// (`redis://a:7000,b:7001,c:7002`) names the seed nodes of a Redis Cluster.
     #[arg(long, env = "SWITCHYARD_REDIS_URL")]
     redis_url: Option<String>,
+    /// Use the Redis Cluster client even when --redis-url names a single seed node.
+    #[arg(long, env = "SWITCHYARD_REDIS_CLUSTER")]
+    redis_cluster: bool,
     /// Prefix (and hash tag) of every Redis key; one deployment per prefix.
     #[arg(long, env = "SWITCHYARD_REDIS_PREFIX", default_value = "switchyard")]
     redis_prefix: String,
@@ -208,6 +212,7 @@ fn run(args: ServeArgs) -> ExitCode {
         max_attempts: args.max_attempts.max(1),
         store: EmbeddedOptions { task_ttl: args.task_ttl, fsync: args.fsync },
         redis: args.redis_url.map(|url| RedisOptions {
+            cluster: args.redis_cluster,
             prefix: args.redis_prefix,
             task_ttl: args.task_ttl,
             visibility_timeout: args.visibility_timeout,

@@ -127,7 +127,12 @@ async fn health_reports_ok_store_and_version() {
     let (status, body) = s.get_json("/health").await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "ok");
-    assert_eq!(body["store"], if common::test_backend_is_redis() { "redis" } else { "memory" });
+    let store = match std::env::var("SWITCHYARD_TEST_BACKEND").as_deref() {
+        Ok("redis") => "redis",
+        Ok("redis-cluster") => "redis-cluster",
+        _ => "memory",
+    };
+    assert_eq!(body["store"], store);
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
 }
 

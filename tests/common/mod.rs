@@ -39,9 +39,10 @@ pub struct Server {
 }
 
 /// Which backend servers under test use: `SWITCHYARD_TEST_BACKEND=redis` runs every HTTP test
-/// against a private Redis (the suite is run once per backend by `make test`).
+/// against a private Redis, `redis-cluster` against a private Redis Cluster (the suites run
+/// once per backend in `make test`).
 pub fn test_backend_is_redis() -> bool {
-    std::env::var("SWITCHYARD_TEST_BACKEND").is_ok_and(|b| b == "redis")
+    std::env::var("SWITCHYARD_TEST_BACKEND").is_ok_and(|b| b == "redis" || b == "redis-cluster")
 }
 
 impl Server {

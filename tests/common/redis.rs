@@ -1,13 +1,19 @@
 //! A Redis for tests: a `redis-server` child on an ephemeral port when the binary is on PATH
 //! (so a test can stop and restart it), else the server at `REDIS_URL`. Without either, Redis
 //! tests fail and say how to provide one.
+//!
+//! With `SWITCHYARD_TEST_BACKEND=redis-cluster` it is a Redis Cluster instead: three masters
+//! sharing the slots, started once per test process and shared by its tests (each test uses a
+//! prefix of its own, so its keys land in a slot of some master), else the cluster whose seed
+//! nodes `REDIS_CLUSTER_URL` names. Its `url` lists every node, which selects switchyard's
+//! cluster client. A cluster cannot be stopped by a test.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A Redis server the test owns (or borrows through `REDIS_URL`).
+/// A Redis server the test owns, or borrows (`REDIS_URL`, or a cluster).
 pub struct RedisServer {
     pub url: String,
     port: u16,
@@ -15,28 +21,55 @@ pub struct RedisServer {
     dir: Option<tempfile::TempDir>,
 }
 
+/// Whether the tests run on a Redis Cluster (`SWITCHYARD_TEST_BACKEND=redis-cluster`).
+pub fn on_cluster() -> bool {
+    std::env::var("SWITCHYARD_TEST_BACKEND").is_ok_and(|b| b == "redis-cluster")
+}
+
 impl RedisServer {
-    /// Starts a private `redis-server` with an append-only file, or uses `REDIS_URL`.
+    /// Starts a private `redis-server` with an append-only file (or, [`on_cluster`], joins the
+    /// test process's cluster), else uses `REDIS_URL` (`REDIS_CLUSTER_URL`).
     pub fn start() -> RedisServer {
+        let cluster = on_cluster();
         if which("redis-server") {
-            let dir = tempfile::tempdir().expect("tempdir");
+            if cluster {
+                return RedisServer::cluster();
+            }
             let port = free_port();
             let server = RedisServer {
                 url: format!("redis://127.0.0.1:{port}"),
                 port,
                 child: Default::default(),
-                dir: Some(dir),
+                dir: Some(tempfile::tempdir().expect("tempdir")),
             };
             server.spawn();
             return server;
         }
-        match std::env::var("REDIS_URL") {
-            Ok(url) if !url.is_empty() => RedisServer { url, port: 0, child: Default::default(), dir: None },
+        let (variable, what) = if cluster {
+            ("REDIS_CLUSTER_URL", "redis://host:port,host:port,... to the nodes of a cluster")
+        } else {
+            ("REDIS_URL", "redis://host:port to a server")
+        };
+        match std::env::var(variable) {
+            Ok(url) if !url.is_empty() => RedisServer::borrowed(url),
             _ => panic!(
                 "Redis tests need Redis: install the `redis-server` binary (Debian: apt-get install redis-server) \
-                 or set REDIS_URL=redis://host:port to a server the tests may write to"
+                 or set {variable}={what} the tests may write to"
             ),
         }
+    }
+
+    /// This test process's Redis Cluster (see the module comment), whatever the backend.
+    pub fn cluster() -> RedisServer {
+        match std::env::var("REDIS_CLUSTER_URL") {
+            Ok(url) if !url.is_empty() && !which("redis-server") => RedisServer::borrowed(url),
+            _ => RedisServer::borrowed(shared_cluster().to_string()),
+        }
+    }
+
+    /// A Redis someone else runs, at `url`.
+    pub fn borrowed(url: String) -> RedisServer {
+        RedisServer { url, port: 0, child: Default::default(), dir: None }
     }
 
     /// Whether this server can be stopped and restarted by the test.
@@ -58,7 +91,7 @@ impl RedisServer {
         *self.child.lock().unwrap() = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.ping() {
+            if ping(self.port) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -66,19 +99,12 @@ impl RedisServer {
         panic!("redis-server on port {} did not answer PING within 10 s", self.port);
     }
 
-    fn ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        if stream.write_all(b"PING\r\n").is_err() {
-            return false;
-        }
-        let mut reply = [0u8; 7];
-        stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
-    }
-
     /// Stops the server cleanly (SIGTERM: the append-only file is flushed) and waits for it.
     pub fn stop(&self) {
-        assert!(self.is_private(), "stopping Redis needs the redis-server binary on PATH (not REDIS_URL)");
+        assert!(
+            self.is_private(),
+            "stopping Redis needs a private redis-server (the binary on PATH, not REDIS_URL or a cluster)"
+        );
         if let Some(mut child) = self.child.lock().unwrap().take() {
             send_signal(child.id(), "TERM");
             let _ = child.wait();
@@ -99,6 +125,82 @@ impl Drop for RedisServer {
             let _ = child.wait();
         }
     }
+}
+
+/// The seed URLs of this test process's cluster, started on first use: three masters with the
+/// slots split evenly. Tests never drop a static, so the nodes are not children this process
+/// reaps: each runs under a watchdog shell that stops it, and removes its files, once this
+/// process is gone.
+fn shared_cluster() -> &'static str {
+    static CLUSTER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        for port in &ports {
+            let dir = tempfile::tempdir().expect("tempdir").keep();
+            // Never waited for: the watchdog outlives this process by design.
+            #[allow(clippy::zombie_processes)]
+            Command::new("sh")
+                .arg("-c")
+                .arg(
+                    r#"redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no \
+                         --cluster-enabled yes --cluster-node-timeout 5000 --dir "$2" >/dev/null 2>&1 &
+                       node=$!
+                       while kill -0 "$3" 2>/dev/null && kill -0 "$node" 2>/dev/null; do sleep 0.2; done
+                       kill "$node" 2>/dev/null; wait "$node"; rm -rf "$2""#,
+                )
+                .args(["watchdog", &port.to_string()])
+                .arg(&dir)
+                .arg(std::process::id().to_string())
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn a cluster node");
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let wait = |what: &str, ready: &dyn Fn(u16) -> bool| {
+            while !ports.iter().all(|&p| ready(p)) {
+                assert!(Instant::now() < deadline, "the test cluster on ports {ports:?} {what} within 20 s");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        wait("did not answer PING", &ping);
+        let share = 16384 / ports.len();
+        for (i, port) in ports.iter().enumerate() {
+            let last = if i + 1 == ports.len() { 16383 } else { (i + 1) * share - 1 };
+            let reply = redis_cli(*port, &["cluster", "addslotsrange", &(i * share).to_string(), &last.to_string()]);
+            assert!(reply.contains("OK"), "CLUSTER ADDSLOTSRANGE on port {port}: {reply}");
+            if i > 0 {
+                let reply = redis_cli(ports[0], &["cluster", "meet", "127.0.0.1", &port.to_string()]);
+                assert!(reply.contains("OK"), "CLUSTER MEET 127.0.0.1 {port}: {reply}");
+            }
+        }
+        wait("did not reach cluster_state:ok", &|p| redis_cli(p, &["cluster", "info"]).contains("cluster_state:ok"));
+        ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+    })
+}
+
+/// What `redis-cli -h HOST -p PORT ARGS...` prints for the node at `node` (`host:port`).
+pub fn redis_cli_at(node: &str, args: &[&str]) -> String {
+    let (host, port) = node.rsplit_once(':').expect("host:port");
+    Command::new("redis-cli")
+        .args(["-h", host, "-p", port])
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    redis_cli_at(&format!("127.0.0.1:{port}"), args)
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }
 
 fn which(binary: &str) -> bool {

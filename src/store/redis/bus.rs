@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::connection::{Deployment, Subscriber};
 use super::keys::Keys;
 use crate::protocol::StreamEvent;
 use crate::store::bus::LocalBus;
@@ -62,7 +62,7 @@ struct Published {
 impl RedisBus {
     /// Opens the pub/sub connection and subscribes to the cancellation channel.
     pub(super) async fn connect(
-        client: &redis::Client,
+        deployment: &Deployment,
         keys: Keys,
         timeout: Duration,
     ) -> Result<Arc<RedisBus>, StoreError> {
@@ -83,21 +83,7 @@ impl RedisBus {
                 Ok(())
             }
         };
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1))
-            .set_push_sender(dispatch)
-            .set_automatic_resubscription();
-        let info = client.get_connection_info().clone();
-        let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(resp3))
-            .map_err(|e| StoreError::Unavailable(format!("Redis pub/sub: {e}")))?;
-        let mut conn = tokio::time::timeout(timeout * 2, client.get_connection_manager_with_config(config))
-            .await
-            .map_err(|_| StoreError::Unavailable("Redis pub/sub connection timed out".into()))?
-            .map_err(|e| StoreError::Unavailable(format!("Redis pub/sub: {e}")))?;
+        let mut conn = deployment.subscriber(dispatch).await?;
         conn.subscribe(&[keys.cancel_channel(), keys.tenancy_channel()])
             .await
             .map_err(|e| StoreError::Unavailable(format!("Redis pub/sub: {e}")))?;
@@ -162,7 +148,8 @@ fn on_push(
     info: PushInfo,
 ) {
     match info.kind {
-        PushKind::Message => {
+        // SMessage: sharded pub/sub, on a cluster.
+        PushKind::Message | PushKind::SMessage => {
             let [channel, payload] = info.data.as_slice() else { return };
             let (Some(channel), Some(payload)) = (bytes(channel), bytes(payload)) else { return };
             let channel = String::from_utf8_lossy(channel);
@@ -243,7 +230,7 @@ fn bytes(value: &Value) -> Option<&[u8]> {
 
 /// Runs subscribe/unsubscribe commands in order, batching what queued up meanwhile.
 async fn run_commands(
-    mut conn: ConnectionManager,
+    mut conn: Subscriber,
     mut queue: mpsc::UnboundedReceiver<Command>,
     local: Arc<LocalBus>,
     captures: Arc<LiveCaptures>,

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::connection::RedisConn;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use tokio::sync::broadcast;
 
 use super::bus::RedisBus;
@@ -21,7 +21,7 @@ use crate::store::StoreError;
 
 /// The Redis capture store.
 pub struct RedisCapture {
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: RedisConn,
     pub(super) keys: Keys,
     pub(super) bus: Arc<RedisBus>,
 }
@@ -97,6 +97,7 @@ impl CaptureStore for RedisCapture {
     async fn record(&self, id: &str, request: CapturedRequest, now_ms: u64) -> Result<Recording, StoreError> {
         let json = serde_json::to_string(&request).map_err(unavailable)?;
         let reply: Vec<String> = scripts::CAPTURE_RECORD
+            .on(&self.conn)
             .key(self.keys.capture(id))
             .key(self.keys.capture_events(id))
             .arg(now_ms)
@@ -158,12 +159,15 @@ impl CaptureStore for RedisCapture {
     }
 
     async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
         let (removed, _, _): (u64, u64, u64) = redis::pipe()
             .atomic()
             .del(self.keys.capture(id))
             .del(self.keys.capture_events(id))
-            .publish(self.keys.capture_channel(id), "")
-            .query_async(&mut self.conn.clone())
+            .cmd(conn.publish_command())
+            .arg(self.keys.capture_channel(id))
+            .arg("")
+            .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
         Ok(removed > 0)

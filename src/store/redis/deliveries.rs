@@ -2,8 +2,8 @@
 //! time (leases move them ahead, see [`scripts::TAKE_DUE_DELIVERIES`]), and a lexically
 //! ordered log of every id for listings. Every instance's dispatcher takes from the same set.
 
+use super::connection::RedisConn;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 
 use super::keys::Keys;
 use super::{decode, encode, scripts, unavailable};
@@ -12,7 +12,7 @@ use crate::store::StoreError;
 
 /// The Redis delivery store.
 pub struct RedisDeliveries {
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: RedisConn,
     pub(super) keys: Keys,
 }
 

@@ -1,8 +1,8 @@
 //! Rate-limit counters on Redis, shared by every instance: one key per limit, caller and
 //! window, bumped by one script per request.
 
+use super::connection::RedisConn;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 
 use super::keys::Keys;
 use super::{scripts, unavailable};
@@ -11,7 +11,7 @@ use crate::store::StoreError;
 
 /// The Redis rate counter.
 pub struct RedisCounter {
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: RedisConn,
     pub(super) keys: Keys,
 }
 

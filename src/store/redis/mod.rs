@@ -15,6 +15,7 @@
 
 mod bus;
 mod capture;
+mod connection;
 mod deliveries;
 mod keys;
 mod limits;
@@ -30,10 +31,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 pub use bus::RedisBus;
+use connection::{Deployment, RedisConn};
 use keys::Keys;
 
 use super::{Applied, Backend, Change, DeadLetter, Job, LoggedEvent, StoreError, StoredTask, TaskStore};
@@ -44,8 +45,11 @@ use crate::protocol::{PushNotificationConfig, StreamEvent, TaskState};
 /// Settings of the Redis backend.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://host:port/db` (or `rediss://`).
+    /// `redis://host:port/db` (or `rediss://`); a comma-separated list names the seed nodes of
+    /// a Redis Cluster.
     pub url: String,
+    /// Use the cluster client even when `url` names one node.
+    pub cluster: bool,
     /// Prefix (and hash tag) of every key; instances with the same prefix form one deployment.
     pub prefix: String,
     /// How long terminal tasks are kept.
@@ -63,6 +67,7 @@ impl RedisOptions {
     pub fn new(url: &str) -> RedisOptions {
         RedisOptions {
             url: url.to_string(),
+            cluster: false,
             prefix: "switchyard".into(),
             task_ttl: Duration::from_secs(7 * 86_400),
             visibility_timeout: Duration::from_secs(30),
@@ -75,21 +80,12 @@ impl RedisOptions {
 /// Connects to Redis and starts this instance's queue reader, lease keeper, reaper and retry
 /// mover. Fails when Redis cannot be reached at start.
 pub async fn open(options: &RedisOptions) -> Result<Backend, StoreError> {
-    let client = redis::Client::open(options.url.as_str())
-        .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL {}: {e}", options.url)))?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(options.command_timeout))
-        .set_response_timeout(Some(options.command_timeout))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(1));
-    let conn = tokio::time::timeout(options.command_timeout * 2, client.get_connection_manager_with_config(config))
-        .await
-        .map_err(|_| StoreError::Unavailable(format!("Redis at {} did not answer", options.url)))?
-        .map_err(|e| StoreError::Unavailable(format!("cannot connect to Redis at {}: {e}", options.url)))?;
+    let deployment = Deployment::new(options)?;
+    let conn = deployment.connect().await?;
     let keys = Keys::new(&options.prefix);
-    let bus = RedisBus::connect(&client, keys.clone(), options.command_timeout).await?;
+    let bus = RedisBus::connect(&deployment, keys.clone(), options.command_timeout).await?;
     let shared = Arc::new(Shared {
-        client,
+        deployment,
         conn,
         keys,
         options: options.clone(),
@@ -127,9 +123,9 @@ fn hostname() -> String {
 
 /// State shared by the store, the queue and their background loops.
 pub(crate) struct Shared {
-    client: redis::Client,
+    deployment: Deployment,
     /// Multiplexed, auto-reconnecting connection for every non-blocking command.
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     options: RedisOptions,
     bus: Arc<RedisBus>,
@@ -201,7 +197,7 @@ struct WriteEffects<'a> {
 }
 
 impl Shared {
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 
@@ -437,7 +433,7 @@ impl Shared {
             TaskState::Canceled if effects.terminal => "canceled",
             _ => "",
         };
-        let mut invocation = scripts::APPLY.prepare_invoke();
+        let mut invocation = scripts::APPLY.on(&self.conn).prepare_invoke();
         invocation
             .key(k.task(task_id))
             .key(k.events(task_id))
@@ -673,15 +669,8 @@ impl TaskStore for RedisBackend {
         let mut ids = Vec::new();
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{}*", glob_escape(&prefix)))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
+            let (next, keys) =
+                conn.scan_near(&prefix, cursor, &format!("{}*", glob_escape(&prefix))).await.map_err(unavailable)?;
             if !keys.is_empty() {
                 let mut pipe = redis::pipe();
                 for key in &keys {
@@ -730,7 +719,11 @@ impl TaskStore for RedisBackend {
     }
 
     fn kind(&self) -> &'static str {
-        "redis"
+        if self.0.deployment.is_cluster() {
+            "redis-cluster"
+        } else {
+            "redis"
+        }
     }
 }
 

@@ -22,6 +22,10 @@ pub(super) async fn create_group(shared: &Shared) -> Result<(), StoreError> {
     match created {
         Ok(()) => Ok(()),
         Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) if e.code() == Some("MOVED") && !shared.conn.is_cluster() => Err(StoreError::Unavailable(format!(
+            "{} is a node of a Redis Cluster ({e}): pass --redis-cluster, or list several nodes in --redis-url",
+            shared.deployment.describe()
+        ))),
         Err(e) => Err(unavailable(e)),
     }
 }
@@ -37,7 +41,7 @@ pub(super) fn start(shared: &Arc<Shared>) {
 /// Reads new entries for the workers waiting in `next`, never more than they can take, so
 /// other instances get the rest.
 async fn read_jobs(shared: Arc<Shared>) {
-    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    let mut conn: Option<super::connection::RedisConn> = None;
     let mut failing = false;
     while !shared.closed.load(Ordering::Acquire) {
         let wanted = shared.waiting.load(Ordering::Acquire).saturating_sub(shared.ready.1.len());
@@ -48,11 +52,8 @@ async fn read_jobs(shared: Arc<Shared>) {
         let c = match conn.as_mut() {
             Some(c) => c,
             None => {
-                // No response timeout: a blocking read legitimately waits for up to BLOCK.
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(shared.options.command_timeout))
-                    .set_response_timeout(None);
-                match shared.client.get_multiplexed_async_connection_with_config(&config).await {
+                // A connection of its own: a blocking read legitimately waits for up to BLOCK.
+                match shared.deployment.connect_blocking(Duration::from_millis(READ_BLOCK_MS as u64)).await {
                     Ok(c) => conn.insert(c),
                     Err(e) => {
                         if !failing {

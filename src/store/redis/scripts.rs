@@ -4,6 +4,31 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+use super::connection::RedisConn;
+
+/// A script that publishes on the deployment's channels: its source says PUBLISH, and on a
+/// cluster the SPUBLISH twin runs instead (see the connection module).
+pub struct Publishing {
+    plain: Script,
+    sharded: Script,
+}
+
+impl Publishing {
+    fn new(source: &str) -> Publishing {
+        let sharded = source.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'");
+        Publishing { plain: Script::new(source), sharded: Script::new(&sharded) }
+    }
+
+    /// The variant for `conn`'s deployment.
+    pub fn on(&self, conn: &RedisConn) -> &Script {
+        if conn.is_cluster() {
+            &self.sharded
+        } else {
+            &self.plain
+        }
+    }
+}
+
 /// One write to a task: its new record, the events it logs (one change's, or a run of a turn's
 /// progress events flushed together), queue effects and publication. The changes were computed
 /// in Rust from the task at sequence ARGV[1]; the script applies them only if the task is still
@@ -26,8 +51,8 @@ use redis::Script;
 ///       consumer name, 25/26/27 on a creation the user, the creation ms and the context id,
 ///       28... one (seq, event JSON, published payload) triple per event
 /// Returns {"ok", claimed entry id or "", claimed job JSON or "", push configs...}.
-pub static APPLY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub static APPLY: LazyLock<Publishing> = LazyLock::new(|| {
+    Publishing::new(
         r#"
 local seq = redis.call('HGET', KEYS[1], 'seq')
 if ARGV[1] == '' then
@@ -260,8 +285,8 @@ return {redis.call('HLEN', KEYS[2]), running, redis.call('XLEN', KEYS[3]), oldes
 /// Creates or replaces an app, keeping names unique.
 /// KEYS: 1 apps, 2 app names. ARGV: 1 id, 2 name, 3 app JSON, 4 tenancy channel.
 /// Returns 1, or 0 when another app has the name.
-pub static PUT_APP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub static PUT_APP: LazyLock<Publishing> = LazyLock::new(|| {
+    Publishing::new(
         r#"
 local owner = redis.call('HGET', KEYS[2], ARGV[2])
 if owner and owner ~= ARGV[1] then return 0 end
@@ -280,8 +305,8 @@ return 1
 
 /// Removes an app and its name. KEYS: 1 apps, 2 app names. ARGV: 1 id, 2 tenancy channel.
 /// Returns 1, or 0 when there was no such app.
-pub static DELETE_APP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub static DELETE_APP: LazyLock<Publishing> = LazyLock::new(|| {
+    Publishing::new(
         r#"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if not old then return 0 end
@@ -295,8 +320,8 @@ return 1
 
 /// Adds a signing key. KEYS: 1 signing keys. ARGV: 1 kid, 2 key JSON, 3 "1" = only when there
 /// is no key yet, 4 tenancy channel. Returns every key JSON.
-pub static ADD_KEY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub static ADD_KEY: LazyLock<Publishing> = LazyLock::new(|| {
+    Publishing::new(
         r#"
 if ARGV[3] ~= '1' or redis.call('HLEN', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -364,8 +389,8 @@ return 1
 /// KEYS: 1 session, 2 events. ARGV: 1 now ms, 2 the request JSON without its opening brace,
 /// 3 live channel. Returns {"ok", event JSON, session fields and values...}, {"missing"},
 /// {"expired", expiry ms} or {"full", limit}.
-pub static CAPTURE_RECORD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub static CAPTURE_RECORD: LazyLock<Publishing> = LazyLock::new(|| {
+    Publishing::new(
         r#"
 local s = redis.call('HMGET', KEYS[1], 'expires', 'limit', 'count', 'status')
 if not s[1] then return {'missing'} end

@@ -3,8 +3,8 @@
 //! position. The apply script writes them with the task that begins or joins a session, taking
 //! positions from one counter, so a position is never reused and sessions appear in order.
 
+use super::connection::RedisConn;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 
 use super::keys::Keys;
 use super::{decode, scripts, unavailable};
@@ -13,7 +13,7 @@ use crate::store::{StoreError, StoredTask};
 
 /// The Redis session index.
 pub struct RedisSessions {
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: RedisConn,
     pub(super) keys: Keys,
 }
 

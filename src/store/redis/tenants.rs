@@ -1,8 +1,8 @@
 //! Apps and signing keys on Redis: two hashes (`apps`, `signing-keys`) and a name index, written
 //! by scripts that also announce the change on the tenancy channel, so every instance reloads.
 
+use super::connection::RedisConn;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::broadcast;
 
@@ -13,7 +13,7 @@ use crate::store::StoreError;
 
 /// The Redis tenancy store.
 pub struct RedisTenants {
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: RedisConn,
     pub(super) keys: Keys,
     /// Fed by the bus from the tenancy channel.
     pub(super) changes: broadcast::Sender<()>,
@@ -28,6 +28,7 @@ impl TenantStore for RedisTenants {
 
     async fn put_app(&self, app: &AppRecord) -> Result<(), StoreError> {
         let stored: i64 = scripts::PUT_APP
+            .on(&self.conn)
             .key(self.keys.apps())
             .key(self.keys.app_names())
             .arg(&app.id)
@@ -45,6 +46,7 @@ impl TenantStore for RedisTenants {
 
     async fn delete_app(&self, id: &str) -> Result<bool, StoreError> {
         let deleted: i64 = scripts::DELETE_APP
+            .on(&self.conn)
             .key(self.keys.apps())
             .key(self.keys.app_names())
             .arg(id)
@@ -62,6 +64,7 @@ impl TenantStore for RedisTenants {
 
     async fn add_key(&self, key: &KeyRecord, only_if_none: bool) -> Result<Vec<KeyRecord>, StoreError> {
         let values: Vec<Vec<u8>> = scripts::ADD_KEY
+            .on(&self.conn)
             .key(self.keys.signing_keys())
             .arg(&key.kid)
             .arg(encode(key))
