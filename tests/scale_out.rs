@@ -127,6 +127,43 @@ async fn a_turn_of_a_killed_instance_finishes_on_another_without_duplicate_chunk
 }
 
 #[tokio::test]
+async fn an_instance_takes_at_most_its_prefetch_ahead_of_its_workers() {
+    let redis = Arc::new(RedisServer::start());
+    let prefix = format!("scale-{}", uuid());
+    // A long visibility timeout: what the killed instance holds stays held for the test.
+    let held = ["--visibility-timeout", "60s"];
+    let mut a = Server::start_on_redis(
+        CONFIG,
+        &redis,
+        &prefix,
+        &[&held[..], &["--workers", "1", "--redis-prefetch", "2"]].concat(),
+    )
+    .await;
+    // A turn of about 3 s keeps A's only worker busy.
+    let long = format!("{LONG_TEXT} {LONG_TEXT}");
+    let first = a.send_non_blocking("slow", &long).await["id"].as_str().unwrap().to_string();
+    wait_for_state(&a, "slow", &first, "working").await;
+    // A blocking read A's queue reader issued while its worker was idle lasts up to 1 s and
+    // may take one more entry; past it, A takes turns only through its prefetch.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Its only worker is busy: two more turns wait on A, the last one stays in the stream.
+    let mut queued = Vec::new();
+    for i in 0..3 {
+        queued.push(a.send_non_blocking("slow", &format!("queued {i}")).await["id"].as_str().unwrap().to_string());
+    }
+    a.kill9();
+    let b = Server::start_on_redis(CONFIG, &redis, &prefix, &held).await;
+    let left = wait_for_state(&b, "slow", &queued[2], "input-required").await;
+    assert_eq!(artifact_text(&left), "queued 2");
+    for id in &queued[..2] {
+        let task = b.result("slow", "tasks/get", json!({"id": id})).await;
+        assert_eq!(task["status"]["state"], "submitted", "taken by the dead instance until its lease expires");
+    }
+    let task = b.result("slow", "tasks/get", json!({"id": first})).await;
+    assert_eq!(task["status"]["state"], "working");
+}
+
+#[tokio::test]
 async fn a_turn_that_kills_every_instance_is_dead_lettered() {
     let redis = Arc::new(RedisServer::start());
     let prefix = format!("scale-{}", uuid());

@@ -56,6 +56,9 @@ pub struct RedisOptions {
     pub task_ttl: Duration,
     /// A job whose worker has not reported for this long is taken over by another instance.
     pub visibility_timeout: Duration,
+    /// Queued turns this instance may take ahead of its workers when it creates a task (see
+    /// [`Shared::should_claim`]); 0 takes turns only for idle workers.
+    pub prefetch: usize,
     /// Attempts before a job is dead-lettered.
     pub max_attempts: u32,
     /// Bound on each command, so an unreachable Redis yields an error, not a hang.
@@ -71,6 +74,7 @@ impl RedisOptions {
             prefix: "switchyard".into(),
             task_ttl: Duration::from_secs(7 * 86_400),
             visibility_timeout: Duration::from_secs(30),
+            prefetch: 8,
             max_attempts: 3,
             command_timeout: Duration::from_secs(2),
         }
@@ -214,6 +218,16 @@ impl Shared {
         self.waiting.load(std::sync::atomic::Ordering::Acquire) > self.ready.1.len()
     }
 
+    /// Whether a write that queues a turn also takes the next queue entry (oldest first, so
+    /// usually the turn just queued) for this instance's workers: when one is idle, or while
+    /// fewer than `prefetch` taken turns wait here. Taking its own turn spares the submitting
+    /// instance a subscription over Redis and a log read per follower; the bound keeps other
+    /// instances' idle workers from waiting while turns queue up here (lower it for agents whose
+    /// turns take seconds).
+    fn should_claim(&self) -> bool {
+        self.has_idle_worker() || self.ready.1.len() < self.options.prefetch
+    }
+
     /// Gives a claimed entry to this instance's workers; true when it is the job `queued`.
     fn hand_to_worker(&self, (entry, job): (String, Job), queued: Option<&str>) -> bool {
         let mine = queued == Some(job.id.as_str());
@@ -312,7 +326,7 @@ impl Shared {
                 self.keep_live(&task_id, stored.clone(), persisted_seq.unwrap_or(0), pending);
                 return Ok(Applied { seq, event, task: stored, push_configs: Vec::new(), turn_here: false });
             }
-            let claim = effects.enqueue.is_some() && self.has_idle_worker();
+            let claim = effects.enqueue.is_some() && self.should_claim();
             let write = WriteEffects {
                 claim,
                 processing_ms: (effects.ack.is_some() && started > 0 && event.is_final())
