@@ -312,7 +312,8 @@ wait_oha() {
 # always two concurrent oha runs of CONNECTIONS/2 connections (with 1 instance both target
 # it, with 2 each targets one instance), so the load generator is the same in both rows and
 # only the number of instances changes. Each blocking message/send is one task that went
-# through the queue; with 2 instances it may run on either instance's workers.
+# through the queue; with 2 instances it runs on the instance it was sent to unless that
+# instance's prefetch (--redis-prefetch) is full, then on either instance's workers.
 #   run_queue NAME LABEL INSTANCES
 run_queue() {
   local name=$1 label=$2 n=$3 prefix="bench-$1-$$"

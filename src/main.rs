@@ -85,8 +85,8 @@ struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_REDIS_URL")]
     redis_url: Option<String>,
     /// With Redis: queued turns an instance may take ahead of its workers when it creates a task
-    /// (default: --workers). 0 takes turns only for idle workers, leaving the rest to whichever
-    /// instance frees a worker first: best for agents whose turns take seconds.
+    /// (default: 4 × --workers). 0 takes turns only for idle workers, leaving the rest to
+    /// whichever instance frees a worker first: best for agents whose turns take seconds.
     #[arg(long, env = "SWITCHYARD_REDIS_PREFETCH")]
     redis_prefetch: Option<usize>,
     /// Use the Redis Cluster client even when --redis-url names a single seed node.
@@ -218,7 +218,7 @@ fn run(args: ServeArgs) -> ExitCode {
         store: EmbeddedOptions { task_ttl: args.task_ttl, fsync: args.fsync },
         redis: args.redis_url.map(|url| RedisOptions {
             cluster: args.redis_cluster,
-            prefetch: args.redis_prefetch.unwrap_or(workers),
+            prefetch: args.redis_prefetch.unwrap_or(workers * 4),
             prefix: args.redis_prefix,
             task_ttl: args.task_ttl,
             visibility_timeout: args.visibility_timeout,

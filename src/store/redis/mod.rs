@@ -218,12 +218,13 @@ impl Shared {
         self.waiting.load(std::sync::atomic::Ordering::Acquire) > self.ready.1.len()
     }
 
-    /// Whether a write that queues a turn also takes the next queue entry (oldest first, so
-    /// usually the turn just queued) for this instance's workers: when one is idle, or while
-    /// fewer than `prefetch` taken turns wait here. Taking its own turn spares the submitting
-    /// instance a subscription over Redis and a log read per follower; the bound keeps other
-    /// instances' idle workers from waiting while turns queue up here (lower it for agents whose
-    /// turns take seconds).
+    /// Whether a write that queues a turn also takes the next queue entry for this instance's
+    /// workers: when one is idle, or while fewer than `prefetch` taken turns wait here. The
+    /// entry taken is the oldest one waiting: the turn just queued unless turns are already
+    /// waiting in the stream (more in flight than workers and prefetch), and then the new turn
+    /// waits its turn too. Taking its own turn spares the submitting instance a subscription
+    /// over Redis and a log read per follower; the bound keeps other instances' idle workers
+    /// from waiting while turns queue up here (lower it for agents whose turns take seconds).
     fn should_claim(&self) -> bool {
         self.has_idle_worker() || self.ready.1.len() < self.options.prefetch
     }
