@@ -1,13 +1,14 @@
 //! switchyard on a Redis Cluster (three masters, see `common::redis`): one seed node plus
 //! `--redis-cluster` finds the master that owns the deployment's slot, events travel as
-//! sharded pub/sub on that shard, and instances share tasks and streams as on one Redis.
+//! sharded pub/sub on that shard, and instances share tasks and streams as on one Redis; a
+//! failover of that master to its replica (a cluster of its own with replicas) loses nothing.
 //! (`make test-redis-cluster` also runs the whole Redis suite on a cluster.)
 
 mod common;
 
 use std::sync::Arc;
 
-use common::redis::{redis_cli_at, RedisServer};
+use common::redis::{redis_cli_at, HaCluster, RedisServer};
 use common::*;
 use serde_json::json;
 
@@ -87,4 +88,68 @@ async fn a_cluster_node_named_without_the_flag_is_refused_with_a_hint() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is a node of a Redis Cluster") && stderr.contains("--redis-cluster"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_failover_of_the_deployments_master_loses_nothing_and_streams_go_on() {
+    let cluster = HaCluster::start();
+    let redis = Arc::new(RedisServer::borrowed(cluster.url()));
+    let prefix = format!("failover-{}", uuid());
+    let owner = cluster.owner_of(&format!("{{{prefix}}}"));
+    let a = Server::start_on_redis(CONFIG, &redis, &prefix, &[]).await;
+    let b = Server::start_on_redis(CONFIG, &redis, &prefix, &[]).await;
+    let before = a.send_text("done", "before").await;
+    assert_eq!(before["status"]["state"], "completed");
+
+    // A turn streams on A and is followed on B while its master hands over to the replica.
+    let mut streamed = a.open_stream("slow", "message/stream", json!({"message": user_message(LONG_TEXT)}), None).await;
+    let first = streamed.next().await.expect("Task event");
+    let task_id = result_of(&first)["id"].as_str().unwrap().to_string();
+    let mut followed = b.open_stream("slow", "tasks/resubscribe", json!({"id": task_id}), None).await;
+    let snapshot = followed.next().await.expect("snapshot");
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.fail_over(owner);
+        cluster
+    })
+    .await
+    .expect("failover");
+
+    let mut on_a = vec![first];
+    on_a.extend(streamed.collect().await);
+    let mut on_b = vec![snapshot];
+    on_b.extend(followed.collect().await);
+    for events in [&on_a, &on_b] {
+        let last = result_of(events.last().unwrap());
+        assert_eq!((last["final"].as_bool(), last["status"]["state"].as_str()), (Some(true), Some("input-required")));
+        let ids: Vec<u64> = events.iter().map(|e| e.id.as_deref().unwrap().parse().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids strictly increase: {ids:?}");
+    }
+    let task = b.result("slow", "tasks/get", json!({"id": task_id})).await;
+    assert_eq!(artifact_text(&task), LONG_TEXT);
+    assert_eq!(replayed_chunks(&a, "slow", &task_id).await, LONG_TEXT);
+
+    // Everything acknowledged before the failover is there, and both instances go on.
+    let kept = b.result("done", "tasks/get", json!({"id": before["id"]})).await;
+    assert_eq!(artifact_text(&kept), "before");
+    for (i, server) in [&a, &b].into_iter().enumerate() {
+        let task = server.send_text("done", &format!("after {i}")).await;
+        assert_eq!(task["status"]["state"], "completed");
+    }
+    let promoted = format!("127.0.0.1:{}", cluster.replicas[owner]);
+    let key = format!("{{{prefix}}}:task:{task_id}");
+    assert_eq!(redis_cli_at(&promoted, &["exists", &key]).trim(), "1");
+    // The old master dropped the instances' sharded subscriptions; they subscribed again in
+    // the shard (on the new master or on the old one, now its replica: both deliver what the
+    // master publishes), so cancellations and app changes keep reaching every instance.
+    let demoted = format!("127.0.0.1:{}", cluster.masters[owner]);
+    let cancel = format!("{{{prefix}}}:cancel");
+    let subscribers = |node: &str| -> u64 {
+        let reply = redis_cli_at(node, &["pubsub", "shardnumsub", &cancel]);
+        reply.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while subscribers(&promoted) + subscribers(&demoted) != 2 {
+        assert!(std::time::Instant::now() < deadline, "both instances follow {cancel} in its shard again");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

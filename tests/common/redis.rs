@@ -155,27 +155,125 @@ fn shared_cluster() -> &'static str {
                 .spawn()
                 .expect("spawn a cluster node");
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let wait = |what: &str, ready: &dyn Fn(u16) -> bool| {
-            while !ports.iter().all(|&p| ready(p)) {
-                assert!(Instant::now() < deadline, "the test cluster on ports {ports:?} {what} within 20 s");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        };
-        wait("did not answer PING", &ping);
-        let share = 16384 / ports.len();
-        for (i, port) in ports.iter().enumerate() {
-            let last = if i + 1 == ports.len() { 16383 } else { (i + 1) * share - 1 };
-            let reply = redis_cli(*port, &["cluster", "addslotsrange", &(i * share).to_string(), &last.to_string()]);
-            assert!(reply.contains("OK"), "CLUSTER ADDSLOTSRANGE on port {port}: {reply}");
-            if i > 0 {
-                let reply = redis_cli(ports[0], &["cluster", "meet", "127.0.0.1", &port.to_string()]);
-                assert!(reply.contains("OK"), "CLUSTER MEET 127.0.0.1 {port}: {reply}");
-            }
-        }
-        wait("did not reach cluster_state:ok", &|p| redis_cli(p, &["cluster", "info"]).contains("cluster_state:ok"));
-        ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+        join_cluster(&ports, &[]);
+        seeds(&ports)
     })
+}
+
+/// A Redis Cluster one test owns: three masters, a replica of each, stopped when dropped.
+pub struct HaCluster {
+    pub masters: Vec<u16>,
+    pub replicas: Vec<u16>,
+    children: Vec<Child>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl HaCluster {
+    pub fn start() -> HaCluster {
+        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+        let mut cluster = HaCluster {
+            masters: ports[..3].to_vec(),
+            replicas: ports[3..].to_vec(),
+            children: Vec::new(),
+            _dirs: Vec::new(),
+        };
+        for port in &ports {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "yes", "--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            cluster.children.push(child);
+            cluster._dirs.push(dir);
+        }
+        join_cluster(&cluster.masters, &cluster.replicas);
+        cluster
+    }
+
+    /// The masters as seed nodes.
+    pub fn url(&self) -> String {
+        seeds(&self.masters)
+    }
+
+    /// Which master (index) owns the slot of `key`.
+    pub fn owner_of(&self, key: &str) -> usize {
+        let slot: usize = redis_cli(self.masters[0], &["cluster", "keyslot", key]).trim().parse().expect("a slot");
+        (slot / (16384 / 3)).min(2)
+    }
+
+    /// Promotes master `i`'s replica with a manual failover (the master first hands over every
+    /// write it acknowledged) and waits until the cluster agrees.
+    pub fn fail_over(&self, i: usize) {
+        let replica = self.replicas[i];
+        let reply = redis_cli(replica, &["cluster", "failover"]);
+        assert!(reply.contains("OK"), "CLUSTER FAILOVER on port {replica}: {reply}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let all: Vec<u16> = self.masters.iter().chain(&self.replicas).copied().collect();
+        while !(redis_cli(replica, &["role"]).starts_with("master")
+            && all.iter().all(|&p| redis_cli(p, &["cluster", "info"]).contains("cluster_state:ok")))
+        {
+            assert!(Instant::now() < deadline, "the failover to port {replica} did not complete within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for HaCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn seeds(ports: &[u16]) -> String {
+    ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+}
+
+/// Makes the nodes on `masters` share the 16384 slots evenly, each node on `replicas` the
+/// replica of the master at the same index, and waits until every node reports
+/// `cluster_state:ok` (and every replica's link to its master is up).
+fn join_cluster(masters: &[u16], replicas: &[u16]) {
+    let all: Vec<u16> = masters.iter().chain(replicas).copied().collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let wait = |what: &str, ready: &dyn Fn(u16) -> bool, ports: &[u16]| {
+        while !ports.iter().all(|&p| ready(p)) {
+            assert!(Instant::now() < deadline, "the test cluster on ports {ports:?} {what} within 20 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("did not answer PING", &ping, &all);
+    let share = 16384 / masters.len();
+    for (i, port) in masters.iter().enumerate() {
+        let last = if i + 1 == masters.len() { 16383 } else { (i + 1) * share - 1 };
+        let reply = redis_cli(*port, &["cluster", "addslotsrange", &(i * share).to_string(), &last.to_string()]);
+        assert!(reply.contains("OK"), "CLUSTER ADDSLOTSRANGE on port {port}: {reply}");
+    }
+    for port in &all[1..] {
+        let reply = redis_cli(all[0], &["cluster", "meet", "127.0.0.1", &port.to_string()]);
+        assert!(reply.contains("OK"), "CLUSTER MEET 127.0.0.1 {port}: {reply}");
+    }
+    wait("did not reach cluster_state:ok", &|p| redis_cli(p, &["cluster", "info"]).contains("cluster_state:ok"), &all);
+    for (master, replica) in masters.iter().zip(replicas) {
+        let id = redis_cli(*master, &["cluster", "myid"]).trim().to_string();
+        // The replica must know the master's id first (gossip), so retry until it does.
+        wait(
+            &format!("could not make {replica} a replica of {master}"),
+            &|p| redis_cli(p, &["cluster", "replicate", &id]).contains("OK"),
+            &[*replica],
+        );
+    }
+    wait(
+        "had replicas without a link to their master",
+        &|p| redis_cli(p, &["info", "replication"]).contains("master_link_status:up"),
+        replicas,
+    );
 }
 
 /// What `redis-cli -h HOST -p PORT ARGS...` prints for the node at `node` (`host:port`).

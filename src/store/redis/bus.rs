@@ -190,6 +190,25 @@ fn on_push(
                 let _ = commands.send(Command::Unsubscribe(Followed::Task(task_id.to_string())));
             }
         }
+        // On a cluster, a node that stops owning the deployment's slot (a failover, a slot
+        // moved) drops its sharded subscribers with a SUNSUBSCRIBE of its own. Followers of the
+        // channel then subscribe again and read the log, as after a disconnection, and this
+        // instance's own channels are subscribed again. Confirmations of our own SUNSUBSCRIBEs
+        // look the same; they name channels nobody here follows, so closing changes nothing.
+        PushKind::SUnsubscribe => {
+            let Some(channel) = info.data.first().and_then(bytes) else { return };
+            let channel = String::from_utf8_lossy(channel);
+            if channel == keys.cancel_channel() || channel == keys.tenancy_channel() {
+                tracing::warn!(channel = %channel, "Redis dropped a sharded subscription; subscribing again");
+                let (confirmed, _) = oneshot::channel();
+                let _ = commands.send(Command::Subscribe(channel.into_owned(), confirmed));
+                let _ = tenancy.send(());
+            } else if let Some(id) = keys.channel_capture(&channel) {
+                captures.close(id);
+            } else if let Some(task_id) = keys.channel_task(&channel) {
+                local.close(task_id);
+            }
+        }
         PushKind::Disconnection => {
             tracing::warn!("Redis pub/sub connection lost; followers re-read the task logs");
             local.close_all();

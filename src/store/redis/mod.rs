@@ -57,7 +57,8 @@ pub struct RedisOptions {
     /// A job whose worker has not reported for this long is taken over by another instance.
     pub visibility_timeout: Duration,
     /// Queued turns this instance may take ahead of its workers when it creates a task (see
-    /// [`Shared::should_claim`]); 0 takes turns only for idle workers.
+    /// [`Shared::should_claim`]); 0 (the default here; `serve` uses 4 × its workers) takes
+    /// turns only for idle workers. Taken turns count as running in the queue's stats.
     pub prefetch: usize,
     /// Attempts before a job is dead-lettered.
     pub max_attempts: u32,
@@ -74,7 +75,7 @@ impl RedisOptions {
             prefix: "switchyard".into(),
             task_ttl: Duration::from_secs(7 * 86_400),
             visibility_timeout: Duration::from_secs(30),
-            prefetch: 8,
+            prefetch: 0,
             max_attempts: 3,
             command_timeout: Duration::from_secs(2),
         }
