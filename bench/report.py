@@ -237,6 +237,10 @@ def summarize(args) -> int:
     if red and "redis_peak_rss_kib" in red:
         print(f"(switchyard (redis): peak RSS is switchyard's own; redis-server peaked at "
               f"{fmt(mib(red['redis_peak_rss_kib']), ',.1f', ' MiB')} during that row)")
+    clu = next((r for r in runs if r["name"] == "redis-cluster"), None)
+    if clu and "redis_peak_rss_kib" in clu:
+        print(f"(switchyard (redis cluster): the master that owns the deployment's slot peaked at "
+              f"{fmt(mib(clu['redis_peak_rss_kib']), ',.1f', ' MiB')} during that row)")
     if queue:
         print()
         conns = sorted({f"{r.get('oha_runs_concurrent', 1)} x {r.get('connections_per_oha_run', '?')}"

@@ -10,8 +10,9 @@
 #   BENCH_PY_DURATION   measured load for the Python peer (default: BENCH_DURATION)
 #   BENCH_WARMUP        un-measured load before each measurement (default 2s)
 #   BENCH_CONNECTIONS   concurrent connections (default 32)
-#   BENCH_SERVERS       comma-separated subset of: embedded,memory,auth,redis,redis-queue,
-#                       capture,js,python (default: all). `capture` is the capture-session
+#   BENCH_SERVERS       comma-separated subset of: embedded,memory,auth,redis,redis-cluster,
+#                       redis-queue,capture,js,python (default: all). `redis-cluster` runs
+#                       switchyard on a Redis Cluster of three masters on this machine. `capture` is the capture-session
 #                       benchmark (bench/capture.py): ingest req/s into one session and
 #                       ingest-to-live-stream latency, on the embedded store, :memory: and Redis. The redis rows need `redis-server` on PATH; without it
 #                       they are skipped with a note, not failed.
@@ -35,7 +36,7 @@ DURATION="${BENCH_DURATION:-10s}"
 PY_DURATION="${BENCH_PY_DURATION:-$DURATION}"
 WARMUP="${BENCH_WARMUP:-2s}"
 CONNECTIONS="${BENCH_CONNECTIONS:-32}"
-SERVERS="${BENCH_SERVERS:-embedded,memory,auth,redis,redis-queue,capture,js,python}"
+SERVERS="${BENCH_SERVERS:-embedded,memory,auth,redis,redis-cluster,redis-queue,capture,js,python}"
 OHA_AUTH=()
 PEERS_DIR="${BENCH_PEERS_DIR:-/tmp/switchyard-peers}"
 PEERS_SRC="${BENCH_PEERS_SRC:-$REPO/../shared/peers}"
@@ -392,6 +393,66 @@ if wants redis || wants redis-queue || wants capture; then
     fi
     stop_server "$REDIS_PID"
     REDIS_PID=""
+  fi
+fi
+
+# --- switchyard on a Redis Cluster ------------------------------------------------------
+# Three masters on this machine, joined with CLUSTER ADDSLOTSRANGE / MEET. A deployment's keys
+# share one hash tag, so one master does all of its work: the row shows what the cluster
+# client costs next to the single-server row, not what sharding could add.
+if wants redis-cluster; then
+  if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+    log "NOTE: redis-cluster row skipped: redis-server or redis-cli is not on PATH"
+  else
+    [ -n "$REDIS_VERSION" ] || REDIS_VERSION="$(redis-server --version 2>/dev/null | sed -n 's/.* v=\([^ ]*\).*/\1/p' | head -1)"
+    CLUSTER_PIDS=()
+    CLUSTER_PORTS=()
+    for i in 0 1 2; do
+      # A node's cluster bus listens 10000 above its port, so the port must be <= 55535.
+      port="$(python3 -c '
+import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+    if p <= 55535:
+        b = socket.socket()
+        try:
+            b.bind(("127.0.0.1", p + 10000)); print(p); break
+        except OSError:
+            pass
+        finally:
+            b.close()
+    s.close()')"
+      mkdir -p "$WORK/cluster-$i"
+      redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync everysec \
+        --cluster-enabled yes --dir "$WORK/cluster-$i" --daemonize no >"$WORK/cluster-$i.log" 2>&1 &
+      CLUSTER_PIDS+=("$!")
+      PIDS+=("$!")
+      CLUSTER_PORTS+=("$port")
+    done
+    for i in 0 1 2; do
+      for k in $(seq 1 100); do redis_ping "${CLUSTER_PORTS[$i]}" && break; sleep 0.1; done
+      redis_ping "${CLUSTER_PORTS[$i]}" || { cat "$WORK/cluster-$i.log" >&2; die "cluster node on port ${CLUSTER_PORTS[$i]} did not answer PING"; }
+      first=$(( i * 5461 )); last=$(( i == 2 ? 16383 : (i + 1) * 5461 - 1 ))
+      redis-cli -p "${CLUSTER_PORTS[$i]}" cluster addslotsrange "$first" "$last" >/dev/null
+      [ "$i" = 0 ] || redis-cli -p "${CLUSTER_PORTS[0]}" cluster meet 127.0.0.1 "${CLUSTER_PORTS[$i]}" >/dev/null
+    done
+    for i in 0 1 2; do
+      for k in $(seq 1 200); do
+        redis-cli -p "${CLUSTER_PORTS[$i]}" cluster info | grep -q cluster_state:ok && break
+        sleep 0.1
+      done
+      redis-cli -p "${CLUSTER_PORTS[$i]}" cluster info | grep -q cluster_state:ok \
+        || die "the benchmark cluster did not reach cluster_state:ok"
+    done
+    prefix="bench-cluster-$$"
+    slot="$(redis-cli -p "${CLUSTER_PORTS[0]}" cluster keyslot "$prefix")"
+    owner=$(( slot / 5461 )); [ "$owner" -le 2 ] || owner=2
+    reset_peak_rss "${CLUSTER_PIDS[$owner]}"
+    start_switchyard redis-cluster ":memory:" --redis-prefix "$prefix" \
+      --redis-url "redis://127.0.0.1:${CLUSTER_PORTS[0]},127.0.0.1:${CLUSTER_PORTS[1]},127.0.0.1:${CLUSTER_PORTS[2]}"
+    measure redis-cluster "switchyard (redis cluster, 3 masters)" "$SY_PID" "$SY_PORT" "$DURATION" \
+      "${CLUSTER_PIDS[$owner]}"
+    for p in "${CLUSTER_PIDS[@]}"; do stop_server "$p"; done
   fi
 fi
 

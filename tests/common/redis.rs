@@ -134,7 +134,7 @@ impl Drop for RedisServer {
 fn shared_cluster() -> &'static str {
     static CLUSTER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     CLUSTER.get_or_init(|| {
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();
         for port in &ports {
             let dir = tempfile::tempdir().expect("tempdir").keep();
             // Never waited for: the watchdog outlives this process by design.
@@ -170,7 +170,7 @@ pub struct HaCluster {
 
 impl HaCluster {
     pub fn start() -> HaCluster {
-        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..6).map(|_| free_cluster_port()).collect();
         let mut cluster = HaCluster {
             masters: ports[..3].to_vec(),
             replicas: ports[3..].to_vec(),
@@ -305,6 +305,17 @@ fn which(binary: &str) -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|p| p.join(binary).is_file()))
         .unwrap_or(false)
+}
+
+/// A free port for a cluster node: its cluster bus listens 10000 above it, so the port must be
+/// at most 55535 and that one free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn free_port() -> u16 {
