@@ -33,6 +33,9 @@ struct Inner {
     /// This instance's `config.yaml`: the default app's agents.
     default_config: Config,
     apps: RwLock<Arc<HashMap<String, Arc<Tenant>>>>,
+    /// Held from reading the apps until they are swapped in, so reloads take effect in the
+    /// order they read: one that read before a change cannot swap in after one that read it.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Tenants {
@@ -49,8 +52,14 @@ impl Tenants {
         if let Some(record) = record {
             store.put_app(&record).await?;
         }
-        let tenants =
-            Tenants { inner: Arc::new(Inner { store, default_config, apps: RwLock::new(Arc::new(HashMap::new())) }) };
+        let tenants = Tenants {
+            inner: Arc::new(Inner {
+                store,
+                default_config,
+                apps: RwLock::new(Arc::new(HashMap::new())),
+                reloading: tokio::sync::Mutex::new(()),
+            }),
+        };
         tenants.reload().await?;
         Ok(tenants)
     }
@@ -84,6 +93,7 @@ impl Tenants {
 
     /// Reads every app from the store and swaps them in.
     pub async fn reload(&self) -> Result<(), StoreError> {
+        let _reloading = self.inner.reloading.lock().await;
         let records = self.inner.store.apps().await?;
         let mut apps = HashMap::with_capacity(records.len() + 1);
         for record in records {

@@ -108,6 +108,9 @@ pub struct Auth {
     store: Arc<dyn TenantStore>,
     tenants: Tenants,
     keys: RwLock<Arc<KeyRing>>,
+    /// Held from reading (or writing) the stored keys until the ring is swapped, so a reload
+    /// that read the keys before a rotation cannot swap its older ring in after it.
+    key_updates: tokio::sync::Mutex<()>,
     last_key_reload: Mutex<Instant>,
     last_app_reload: Mutex<Instant>,
     cache: Mutex<HashMap<String, Verified>>,
@@ -156,6 +159,7 @@ impl Auth {
             store,
             tenants,
             keys: RwLock::new(Arc::new(KeyRing::new(&records))),
+            key_updates: tokio::sync::Mutex::new(()),
             last_key_reload: Mutex::new(Instant::now().checked_sub(KEY_RELOAD_INTERVAL).unwrap_or_else(Instant::now)),
             last_app_reload: Mutex::new(Instant::now().checked_sub(APP_RELOAD_INTERVAL).unwrap_or_else(Instant::now)),
             cache: Mutex::new(HashMap::new()),
@@ -311,6 +315,7 @@ impl Auth {
     }
 
     async fn reload_keys(&self) {
+        let _updating = self.key_updates.lock().await;
         match self.store.keys().await {
             Ok(records) => self.set_keys(&records),
             Err(e) => tracing::warn!(error = %e, "cannot reload signing keys"),
@@ -361,6 +366,7 @@ impl Auth {
     /// Adds a new signing key, which signs from now on; returns its id.
     pub async fn rotate(&self) -> Result<String, String> {
         let key = keys::generate()?;
+        let _updating = self.key_updates.lock().await;
         let records = self.store.add_key(&key, false).await.map_err(|e| e.to_string())?;
         self.set_keys(&records);
         Ok(key.kid)
