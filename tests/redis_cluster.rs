@@ -25,6 +25,16 @@ fn prefix_owned_elsewhere(seed: &str) -> (String, String) {
     panic!("no prefix hashed to another master than {seed}: is this a cluster of several masters?");
 }
 
+/// A stream (its first event already read) goes on to the turn's final event, in order.
+async fn assert_turn_seen_to_end(first: SseEvent, mut rest: SseReader) {
+    let mut events = vec![first];
+    events.extend(rest.collect().await);
+    let last = result_of(events.last().unwrap());
+    assert_eq!((last["final"].as_bool(), last["status"]["state"].as_str()), (Some(true), Some("input-required")));
+    let ids: Vec<u64> = events.iter().map(|e| e.id.as_deref().unwrap().parse().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids strictly increase: {ids:?}");
+}
+
 #[tokio::test]
 async fn one_seed_node_and_the_flag_serve_a_deployment_from_another_master() {
     let cluster = RedisServer::cluster();
@@ -54,16 +64,8 @@ async fn one_seed_node_and_the_flag_serve_a_deployment_from_another_master() {
     assert_eq!(count(&classic), Some(0), "no classic subscriber of {channel}: {classic:?}");
 
     // Both see the turn to its end, in order; the task lives on the owner.
-    let mut on_a = vec![first];
-    on_a.extend(streamed.collect().await);
-    let mut on_b = vec![snapshot];
-    on_b.extend(followed.collect().await);
-    for events in [&on_a, &on_b] {
-        let last = result_of(events.last().unwrap());
-        assert_eq!((last["final"].as_bool(), last["status"]["state"].as_str()), (Some(true), Some("input-required")));
-        let ids: Vec<u64> = events.iter().map(|e| e.id.as_deref().unwrap().parse().unwrap()).collect();
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids strictly increase: {ids:?}");
-    }
+    assert_turn_seen_to_end(first, streamed).await;
+    assert_turn_seen_to_end(snapshot, followed).await;
     let task = b.result("slow", "tasks/get", json!({"id": task_id})).await;
     assert_eq!(artifact_text(&task), LONG_TEXT);
     let key = format!("{{{prefix}}}:task:{task_id}");
@@ -114,16 +116,8 @@ async fn a_failover_of_the_deployments_master_loses_nothing_and_streams_go_on() 
     .await
     .expect("failover");
 
-    let mut on_a = vec![first];
-    on_a.extend(streamed.collect().await);
-    let mut on_b = vec![snapshot];
-    on_b.extend(followed.collect().await);
-    for events in [&on_a, &on_b] {
-        let last = result_of(events.last().unwrap());
-        assert_eq!((last["final"].as_bool(), last["status"]["state"].as_str()), (Some(true), Some("input-required")));
-        let ids: Vec<u64> = events.iter().map(|e| e.id.as_deref().unwrap().parse().unwrap()).collect();
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids strictly increase: {ids:?}");
-    }
+    assert_turn_seen_to_end(first, streamed).await;
+    assert_turn_seen_to_end(snapshot, followed).await;
     let task = b.result("slow", "tasks/get", json!({"id": task_id})).await;
     assert_eq!(artifact_text(&task), LONG_TEXT);
     assert_eq!(replayed_chunks(&a, "slow", &task_id).await, LONG_TEXT);

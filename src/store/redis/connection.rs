@@ -64,13 +64,8 @@ impl Deployment {
                 let client = self.cluster_client(|b| b.response_timeout(self.timeout))?;
                 client.get_async_connection().await.map(RedisConn::Cluster)
             } else {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(2)
-                    .set_max_delay(Duration::from_secs(1));
                 self.client(ProtocolVersion::RESP2)?
-                    .get_connection_manager_with_config(config)
+                    .get_connection_manager_with_config(self.manager_config())
                     .await
                     .map(RedisConn::Single)
             }
@@ -100,13 +95,7 @@ impl Deployment {
                 })?;
                 client.get_async_connection().await.map(Subscriber::Cluster)
             } else {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(2)
-                    .set_max_delay(Duration::from_secs(1))
-                    .set_push_sender(pushes)
-                    .set_automatic_resubscription();
+                let config = self.manager_config().set_push_sender(pushes).set_automatic_resubscription();
                 self.client(ProtocolVersion::RESP3)?
                     .get_connection_manager_with_config(config)
                     .await
@@ -114,6 +103,15 @@ impl Deployment {
             }
         };
         self.bounded(connecting).await
+    }
+
+    /// A reconnecting single-server connection bounded by the command timeout.
+    fn manager_config(&self) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1))
     }
 
     fn client(&self, protocol: ProtocolVersion) -> RedisResult<redis::Client> {
