@@ -120,3 +120,30 @@ async fn redis_outage_under_load_refuses_new_work_then_recovers_without_loss() {
     }
     server.terminate();
 }
+
+/// A blocking send's new task is kept back by the instance that runs its turn until the turn
+/// ends; when Redis is away by then, the task cannot be written and its caller is told so
+/// clearly, within a bounded time, instead of waiting for ever.
+#[tokio::test]
+async fn a_blocking_send_whose_turn_outlives_redis_gets_a_clear_503() {
+    let redis = Arc::new(RedisServer::start());
+    let server = Server::start_on_redis(CONFIG, &redis, &format!("outage-{}", uuid()), &[]).await;
+    let body = json!({
+        "jsonrpc": "2.0", "id": 7, "method": "message/send",
+        "params": {"message": user_message(LONG_TEXT)},
+    });
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let url = format!("{}/agents/slow", server.base);
+    let started = Instant::now();
+    let request = tokio::spawn(async move { client.post(url).json(&body).send().await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    redis.stop();
+    let response = request.await.unwrap().expect("an answer, not a dropped connection");
+    assert!(started.elapsed() < Duration::from_secs(15), "the answer took {:?}", started.elapsed());
+    assert_eq!(response.status().as_u16(), 503);
+    let value: Value = response.json().await.unwrap();
+    assert_eq!(value["id"], 7, "{value}");
+    let message = value["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Redis"), "the error names the cause: {value}");
+    redis.restart();
+}

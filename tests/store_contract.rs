@@ -56,19 +56,28 @@ fn create(task_id: &str, job_id: &str) -> Change {
         push_config: None,
         new_context: false,
         callback: None,
+        answered_at_turn_end: false,
     }
+}
+
+/// A creation whose creator is answered only when the turn ends (a blocking `message/send`).
+fn create_answered_at_turn_end(task_id: &str, job_id: &str) -> Change {
+    let mut change = create(task_id, job_id);
+    if let Change::Create { answered_at_turn_end, .. } = &mut change {
+        *answered_at_turn_end = true;
+    }
+    change
 }
 
 /// A creation in `app` and `context` by `user`.
 fn create_in(task_id: &str, app: &str, context: &str, user: &str) -> Change {
-    match create(task_id, &format!("job-{task_id}")) {
-        Change::Create { mut task, agent, mut job, push_config, new_context, callback, .. } => {
-            task.context_id = context.to_string();
-            job.app = app.to_string();
-            Change::Create { task, agent, user: user.to_string(), job, push_config, new_context, callback }
-        }
-        _ => unreachable!(),
+    let mut change = create(task_id, &format!("job-{task_id}"));
+    if let Change::Create { task, job, user: creator, .. } = &mut change {
+        task.context_id = context.to_string();
+        job.app = app.to_string();
+        *creator = user.to_string();
     }
+    change
 }
 
 fn chunk(task_id: &str, text: &str, append: bool) -> Change {
@@ -145,6 +154,49 @@ async fn changes_append_events_in_order(b: Backend) {
     // The acknowledging write ends the lease: nothing pending, nothing running.
     let stats = b.queue.stats().await.unwrap();
     assert_eq!((stats.pending, stats.running), (0, 0));
+}
+
+/// The backend may keep such a creation back until the turn ends: the turn runs, is logged and
+/// indexed exactly like any other.
+async fn a_creation_answered_at_the_turns_end_runs_like_any_other(b: Backend) {
+    let applied = b.store.apply(create_answered_at_turn_end("t1", "j1")).await.unwrap();
+    assert!(applied.turn_here || b.store.kind().starts_with("redis"), "a single process runs every turn");
+    let stored = b.store.get_task("t1").await.unwrap().expect("visible to its own instance");
+    assert_eq!(stored.task.status.state, TaskState::Submitted);
+    let job = next_job(&b).await;
+    assert_eq!((job.id.as_str(), job.attempt), ("j1", 1));
+    b.store.apply(Change::StartTurn { job: job.clone() }).await.unwrap();
+    b.store.apply(chunk_of(&job, "hello")).await.unwrap();
+    let done = b.store.apply(finish("t1", "j1", TaskState::Completed)).await.unwrap();
+    assert_eq!(done.seq, 4);
+    let events = b.store.events_after("t1", 0).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert!(matches!(events[0].event, StreamEvent::Task(_)));
+    let stored = b.store.get_task("t1").await.unwrap().unwrap();
+    assert_eq!(stored.task.status.state, TaskState::Completed);
+    assert_eq!(switchyard::protocol::parts_text(&stored.task.artifacts.unwrap()[0].parts), "hello");
+    let stats = b.queue.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.running, stats.completed), (0, 0, 1));
+    let indexed = b.sessions.session_tasks("default", "ctx").await.unwrap();
+    assert_eq!(indexed.iter().map(|t| t.task.task.id.as_str()).collect::<Vec<_>>(), vec!["t1"]);
+}
+
+/// A kept-back creation whose turn fails is written with its retry, which runs like any other.
+async fn a_creation_answered_at_the_turns_end_is_retried(b: Backend) {
+    b.store.apply(create_answered_at_turn_end("t1", "j1")).await.unwrap();
+    let job = next_job(&b).await;
+    b.store.apply(Change::StartTurn { job: job.clone() }).await.unwrap();
+    b.store.apply(chunk_of(&job, "partial")).await.unwrap();
+    b.queue.retry(job, "boom".into(), 0).await.unwrap();
+    let retried = next_job(&b).await;
+    assert_eq!((retried.task_id.as_str(), retried.attempt, retried.last_error.as_deref()), ("t1", 2, Some("boom")));
+    let applied = b.store.apply(Change::StartTurn { job: retried.clone() }).await.unwrap();
+    assert!(applied.task.task.artifacts.as_ref().is_none_or(|a| a.is_empty()));
+    let done = b.store.apply(finish("t1", &retried.id, TaskState::Completed)).await.unwrap();
+    let seqs: Vec<u64> = b.store.events_after("t1", 0).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, applied.seq, done.seq], "the failed attempt's events are gone");
+    let stats = b.queue.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.running, stats.completed), (0, 0, 1));
 }
 
 async fn terminal_tasks_reject_changes(b: Backend) {
@@ -449,35 +501,37 @@ async fn sessions_are_indexed_in_the_order_they_begin(b: Backend) {
 
 macro_rules! contract_tests {
     ($backend:ident, $open:expr) => {
+        contract_tests!($backend, $open;
+            create_task_logs_it_and_queues_its_job,
+            changes_append_events_in_order,
+            a_creation_answered_at_the_turns_end_runs_like_any_other,
+            a_creation_answered_at_the_turns_end_is_retried,
+            terminal_tasks_reject_changes,
+            continue_needs_an_interrupted_task,
+            cancel_removes_the_queued_job,
+            push_configs_are_kept_per_task,
+            retry_drops_the_failed_attempts_output,
+            a_superseded_attempt_cannot_write,
+            dead_letter_fails_the_task,
+            expired_terminal_tasks_are_swept,
+            subscribers_see_events_after_they_are_readable,
+            stats_count_outcomes_and_waiting_jobs,
+            dead_letters_are_listed_and_requeued,
+            an_apps_tasks_are_found_and_removed,
+            sessions_are_indexed_in_the_order_they_begin
+        );
+    };
+    ($backend:ident, $open:expr; $($name:ident),*) => {
         mod $backend {
             use super::*;
-            contract_tests!(@each $open;
-                create_task_logs_it_and_queues_its_job,
-                changes_append_events_in_order,
-                terminal_tasks_reject_changes,
-                continue_needs_an_interrupted_task,
-                cancel_removes_the_queued_job,
-                push_configs_are_kept_per_task,
-                retry_drops_the_failed_attempts_output,
-                a_superseded_attempt_cannot_write,
-                dead_letter_fails_the_task,
-                expired_terminal_tasks_are_swept,
-                subscribers_see_events_after_they_are_readable,
-                stats_count_outcomes_and_waiting_jobs,
-                dead_letters_are_listed_and_requeued,
-                an_apps_tasks_are_found_and_removed,
-                sessions_are_indexed_in_the_order_they_begin
-            );
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (backend, _guard) = $open;
+                    super::$name(backend).await;
+                }
+            )*
         }
-    };
-    (@each $open:expr; $($name:ident),*) => {
-        $(
-            #[tokio::test]
-            async fn $name() {
-                let (backend, _guard) = $open;
-                super::$name(backend).await;
-            }
-        )*
     };
 }
 
@@ -517,6 +571,54 @@ fn uuid_like() -> String {
 }
 
 contract_tests!(redis, open_redis(|_| {}).await);
+// As `serve` runs it: an instance takes turns ahead of its workers and keeps back creations
+// answered at the turn's end. (Its stats differ by design: a turn taken ahead counts as running,
+// so `stats_count_outcomes_and_waiting_jobs` does not apply.)
+contract_tests!(redis_prefetching, open_redis(|o| o.prefetch = 4).await;
+    create_task_logs_it_and_queues_its_job,
+    changes_append_events_in_order,
+    a_creation_answered_at_the_turns_end_runs_like_any_other,
+    a_creation_answered_at_the_turns_end_is_retried,
+    terminal_tasks_reject_changes,
+    continue_needs_an_interrupted_task,
+    cancel_removes_the_queued_job,
+    push_configs_are_kept_per_task,
+    retry_drops_the_failed_attempts_output,
+    a_superseded_attempt_cannot_write,
+    dead_letter_fails_the_task,
+    expired_terminal_tasks_are_swept,
+    subscribers_see_events_after_they_are_readable,
+    dead_letters_are_listed_and_requeued,
+    an_apps_tasks_are_found_and_removed,
+    sessions_are_indexed_in_the_order_they_begin
+);
+
+#[tokio::test]
+async fn redis_writes_a_kept_back_creation_with_its_turns_end_or_at_shutdown() {
+    let redis = common::redis::RedisServer::start();
+    let mut options = redis_options(&redis);
+    options.prefetch = 4;
+    let first = switchyard::store::redis::open(&options).await.unwrap();
+    let second = switchyard::store::redis::open(&options).await.unwrap();
+    assert!(first.store.apply(create_answered_at_turn_end("t1", "j1")).await.unwrap().turn_here);
+    assert!(second.store.get_task("t1").await.unwrap().is_none(), "kept back until the turn ends");
+    let job = next_job(&first).await;
+    first.store.apply(Change::StartTurn { job: job.clone() }).await.unwrap();
+    first.store.apply(chunk_of(&job, "hello")).await.unwrap();
+    first.store.apply(finish("t1", "j1", TaskState::Completed)).await.unwrap();
+    let seen = second.store.get_task("t1").await.unwrap().expect("written with the turn's end");
+    assert_eq!(seen.task.status.state, TaskState::Completed);
+    assert_eq!(second.store.events_after("t1", 0).await.unwrap().len(), 4);
+    assert_eq!(second.sessions.session_tasks("default", "ctx").await.unwrap().len(), 1);
+
+    // A shutdown queues the turns it kept back, for any instance to run.
+    first.store.apply(create_answered_at_turn_end("t2", "j2")).await.unwrap();
+    first.queue.close();
+    first.queue.hand_back().await;
+    let job = next_job(&second).await;
+    assert_eq!((job.task_id.as_str(), job.attempt), ("t2", 2));
+    assert_eq!(second.store.get_task("t2").await.unwrap().unwrap().task.status.state, TaskState::Submitted);
+}
 
 #[tokio::test]
 async fn redis_reclaims_the_job_of_a_silent_worker() {
@@ -563,6 +665,34 @@ async fn redis_dead_letters_a_job_reclaimed_past_its_last_attempt() {
     }
     let stats = second.queue.stats().await.unwrap();
     assert_eq!((stats.pending, stats.running, stats.dead_letter), (0, 0, 1));
+}
+
+#[tokio::test]
+async fn embedded_writes_a_kept_back_creation_at_shutdown_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    {
+        // A crash: the creation no one was told about is gone, and so is its turn.
+        let b = switchyard::store::embedded::open(&path, &options()).unwrap();
+        b.store.apply(create_answered_at_turn_end("t1", "j1")).await.unwrap();
+        b.queue.close();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    {
+        let b = switchyard::store::embedded::open(&path, &options()).unwrap();
+        assert!(b.store.get_task("t1").await.unwrap().is_none());
+        assert_eq!(b.queue.recover(3).await.unwrap(), (0, 0));
+        // A shutdown writes it, queued for the next start.
+        b.store.apply(create_answered_at_turn_end("t2", "j2")).await.unwrap();
+        b.queue.close();
+        b.queue.hand_back().await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = switchyard::store::embedded::open(&path, &options()).unwrap();
+    assert_eq!(b.queue.recover(3).await.unwrap(), (1, 0));
+    let job = next_job(&b).await;
+    assert_eq!((job.task_id.as_str(), job.attempt), ("t2", 2));
+    assert_eq!(b.sessions.session_tasks("default", "ctx").await.unwrap().len(), 1);
 }
 
 #[tokio::test]

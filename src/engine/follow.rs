@@ -76,6 +76,15 @@ pub fn follow(
                 },
             };
             let missed = match engine.events_after(&task_id, missed_from).await {
+                // Nothing new: the task must still be there to be worth waiting for (it may
+                // have been removed, or dropped before it was ever written).
+                Ok(missed) if missed.is_empty() => match engine.task(&task_id).await {
+                    Ok(_) => missed,
+                    Err(e) => {
+                        yield Err(e);
+                        return;
+                    }
+                },
                 Ok(missed) => missed,
                 Err(e) => {
                     // The stream has started: the error goes out as its last event.

@@ -81,6 +81,18 @@ pub struct Origin<'a> {
     pub user: &'a str,
 }
 
+/// When the caller of [`Engine::submit`] answers its client, which decides what must be
+/// durable before it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// At once, with the task (a non-blocking send, a webhook's 202): no events needed.
+    Now,
+    /// With the turn's events as they come (a stream, a webhook that waits with a deadline).
+    Following,
+    /// Only when the turn ends (a blocking `message/send`): a new task may be written then.
+    AtTurnEnd,
+}
+
 /// A submitted message: the task it created or continued and, when asked for, the turn's
 /// events: `missed` (logged before the subscription reached other instances) followed by
 /// `events`, a subscription opened before the write.
@@ -163,10 +175,11 @@ impl Engine {
         mut message: Message,
         push_config: Option<PushNotificationConfig>,
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
-        follow: bool,
+        reply: Reply,
         callback: Option<CallbackTarget>,
     ) -> Result<Submitted, EngineError> {
         let Origin { app, agent, user } = origin;
+        let follow = reply != Reply::Now;
         let job_id = uuid::Uuid::now_v7().to_string();
         let change = match message.task_id.clone() {
             Some(task_id) => {
@@ -215,6 +228,7 @@ impl Engine {
                     push_config,
                     new_context,
                     callback: callback.map(Box::new),
+                    answered_at_turn_end: reply == Reply::AtTurnEnd,
                 }
             }
         };

@@ -140,6 +140,12 @@ pub enum Change {
     /// message is stored in the same write, so it sees the very first status. The first task
     /// of a context also indexes its session (see [`sessions`]); `new_context` says the
     /// context id was generated for this task, so no session has it yet.
+    ///
+    /// `answered_at_turn_end`: the creator is answered only when the turn ends (a blocking
+    /// `message/send`) and no one else can learn of the task before then (no push config, no
+    /// callback). A backend may then keep the creation to itself and write it with the turn's
+    /// end, one write instead of two; a crash meanwhile loses a task no one was told about,
+    /// and its caller sees the request fail. A shutdown writes such tasks as queued.
     Create {
         task: Task,
         agent: String,
@@ -148,6 +154,7 @@ pub enum Change {
         push_config: Option<PushNotificationConfig>,
         new_context: bool,
         callback: Option<Box<CallbackTarget>>,
+        answered_at_turn_end: bool,
     },
     /// A user message that continues an interrupted task; queues `job`.
     Continue { task_id: String, message: Message, job: Job, push_config: Option<PushNotificationConfig> },
@@ -167,6 +174,11 @@ pub enum Change {
 }
 
 impl Change {
+    /// A creation the backend may write with the turn's end (see [`Change::Create`]).
+    pub fn defers_creation(&self) -> bool {
+        matches!(self, Change::Create { answered_at_turn_end: true, push_config: None, callback: None, .. })
+    }
+
     /// The task this change applies to.
     pub fn task_id(&self) -> &str {
         match self {
@@ -184,7 +196,8 @@ impl Change {
     /// intermediate progress (working, chunks) is re-produced by a retry if lost.
     pub fn needs_sync(&self) -> bool {
         match self {
-            Change::Create { .. } | Change::Continue { .. } | Change::Cancel { .. } | Change::Requeue { .. } => true,
+            Change::Create { .. } => !self.defers_creation(),
+            Change::Continue { .. } | Change::Cancel { .. } | Change::Requeue { .. } => true,
             Change::Status { is_final, status, .. } => *is_final || status.state.is_terminal(),
             Change::StartTurn { .. } | Change::Artifact { .. } => false,
         }

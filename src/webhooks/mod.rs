@@ -27,7 +27,7 @@ use crate::clock::now_ms;
 use crate::config::{resolve_env, ResponseMode, SignatureScheme, TriggerConfig, TriggerInput};
 use crate::delivery::Deliveries;
 use crate::engine::follow::follow;
-use crate::engine::{Engine, EngineError, Origin};
+use crate::engine::{Engine, EngineError, Origin, Reply};
 use crate::protocol::{parts_text, Message, MessageKind, Part, Role, Task, TaskState};
 use crate::store::limits::{Hit, RateCounter};
 use crate::store::CallbackTarget;
@@ -141,7 +141,9 @@ impl Webhooks {
         };
         let origin = Origin { app: &tenant.record.id, agent: &agent.name, user: WEBHOOK_USER };
         let sync = trigger.response.mode == ResponseMode::Sync;
-        let submitted = self.engine.submit(origin, message, None, None, sync, callback).await?;
+        // A sync reply may come before the turn ends (its deadline), so the task is durable first.
+        let reply = if sync { Reply::Following } else { Reply::Now };
+        let submitted = self.engine.submit(origin, message, None, None, reply, callback).await?;
         let task = &submitted.applied.task.task;
         let accepted = |task: &Task| WebhookReply::Accepted {
             task_id: task.id.clone(),

@@ -5,6 +5,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value};
 
 use crate::engine::follow::follow;
+use crate::engine::Reply;
 use crate::protocol::{Message, MessageSendConfiguration, PushNotificationConfig};
 use crate::rpc::error::RpcError;
 use crate::rpc::{params, raw, Outcome, RpcContext};
@@ -53,7 +54,8 @@ pub fn parse(params: Option<Value>) -> Result<SendParams, RpcError> {
 /// Handles `message/send`.
 pub async fn handle(ctx: &RpcContext, params: Option<Value>) -> Outcome {
     let p = parse(params)?;
-    let submitted = ctx.engine.submit(ctx.origin(), p.message, p.push_config, p.metadata, p.blocking, None).await?;
+    let reply = if p.blocking { Reply::AtTurnEnd } else { Reply::Now };
+    let submitted = ctx.engine.submit(ctx.origin(), p.message, p.push_config, p.metadata, reply, None).await?;
     let task_id = submitted.applied.task.task.id.clone();
     let Some(live) = submitted.events.filter(|_| p.blocking) else {
         return raw(&submitted.applied.task.task.with_history_length(p.history_length));

@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::engine::follow::follow;
+use crate::engine::Reply;
 use crate::rpc::error::{RpcError, INTERNAL_ERROR};
 use crate::rpc::{RpcContext, Streamed};
 use crate::store::LoggedEvent;
@@ -11,7 +12,8 @@ use crate::store::LoggedEvent;
 /// Handles `message/stream`.
 pub async fn handle(ctx: &RpcContext, params: Option<Value>) -> Streamed {
     let p = super::send::parse(params)?;
-    let submitted = ctx.engine.submit(ctx.origin(), p.message, p.push_config, p.metadata, true, None).await?;
+    let submitted =
+        ctx.engine.submit(ctx.origin(), p.message, p.push_config, p.metadata, Reply::Following, None).await?;
     let applied = submitted.applied;
     let mut initial = vec![LoggedEvent { seq: applied.seq, event: applied.event, snapshot: None }];
     initial.extend(submitted.missed);

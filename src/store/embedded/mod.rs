@@ -194,10 +194,20 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
 }
 
 /// A task with a turn queued or running, cached while it is the truth.
+#[derive(Default)]
 struct LiveTask {
     task: Option<Arc<StoredTask>>,
     /// Encoded events of the running turn not written yet, oldest first.
     pending: Vec<(u64, Vec<u8>)>,
+    /// The task's creation, when it is not written yet (see [`Change::defers_creation`]).
+    unwritten: Option<Unwritten>,
+}
+
+/// A creation kept back until the task's next write, which also indexes its session; a retry
+/// or a shutdown writes it with its job.
+struct Unwritten {
+    new_context: bool,
+    job: Job,
 }
 
 /// Number of stripes of the per-task lock.
@@ -281,7 +291,7 @@ impl EmbeddedStore {
     fn current_task(&self, live: &mut HashMap<String, LiveTask>, task_id: &str) -> Result<LiveTask, StoreError> {
         match live.remove(task_id) {
             Some(task) => Ok(task),
-            None => Ok(LiveTask { task: self.read_task(task_id)?.map(Arc::new), pending: Vec::new() }),
+            None => Ok(LiveTask { task: self.read_task(task_id)?.map(Arc::new), ..LiveTask::default() }),
         }
     }
 
@@ -325,12 +335,13 @@ impl EmbeddedStore {
         let task_id = change.task_id().to_string();
         let sync = change.needs_sync();
         let canceled = matches!(change, Change::Cancel { .. });
+        let deferred = change.defers_creation();
         let creates = match &change {
             Change::Create { new_context, .. } => Some(*new_context),
             _ => None,
         };
         let mut live = self.lock(&task_id);
-        let LiveTask { task: cached, mut pending } = self.current_task(&mut live, &task_id)?;
+        let LiveTask { task: cached, mut pending, mut unwritten } = self.current_task(&mut live, &task_id)?;
         // The cache's Arc is usually the only one left by now: take the task without a copy.
         let mut current = cached.map(|t| Arc::try_unwrap(t).unwrap_or_else(|t| StoredTask::clone(&t)));
         let started = current.as_ref().map_or(0, |t| t.turn_started_ms);
@@ -344,7 +355,7 @@ impl EmbeddedStore {
             Ok(v) => v,
             Err(e) => {
                 if let Some(task) = current.filter(|t| t.job_id.is_some() && !t.task.status.state.is_terminal()) {
-                    live.insert(task_id, LiveTask { task: Some(Arc::new(task)), pending });
+                    live.insert(task_id, LiveTask { task: Some(Arc::new(task)), pending, unwritten });
                 }
                 return Err(e);
             }
@@ -355,20 +366,27 @@ impl EmbeddedStore {
         let keep_live = stored.job_id.is_some() && !stored.task.status.state.is_terminal();
         let encoded_event = encode(&event);
         let seq = stored.seq;
+        if deferred {
+            if let (Some(new_context), Some(job)) = (creates, &effects.enqueue) {
+                unwritten = Some(Unwritten { new_context, job: job.clone() });
+            }
+        }
         // Progress of a running turn (working, chunks) needs no write of its own: its events
         // wait in the cache and go out with the next write, since a retried turn re-creates them.
-        let only_progress = !sync
-            && keep_live
-            && effects.drop_events.is_none()
-            && effects.enqueue.is_none()
-            && effects.ack.is_none()
-            && effects.push_config.is_none();
+        let only_progress = deferred
+            || (!sync
+                && keep_live
+                && effects.drop_events.is_none()
+                && effects.enqueue.is_none()
+                && effects.ack.is_none()
+                && effects.push_config.is_none());
         if only_progress {
             pending.push((seq, encoded_event));
         } else {
             let mut batch = self.batch(sync);
             let t = &self.t;
-            if sync || !keep_live {
+            let first_write = unwritten.take();
+            if sync || !keep_live || first_write.is_some() {
                 batch.insert(&t.tasks, task_id.as_str(), encode(&stored));
             }
             if let Some((from, to)) = effects.drop_events {
@@ -384,7 +402,7 @@ impl EmbeddedStore {
             if let Some(job) = &effects.enqueue {
                 batch.insert(&t.jobs, job.id.as_str(), encode(job));
             }
-            if let Some(job_id) = &effects.ack {
+            if let Some(job_id) = effects.ack.as_ref().filter(|_| first_write.is_none()) {
                 batch.remove(&t.jobs, job_id.as_str());
             }
             if effects.terminal {
@@ -406,7 +424,7 @@ impl EmbeddedStore {
                 batch.insert(&t.meta, format!("outcomes/{stripe}"), encode(&*outcomes));
             }
             extra(&mut batch, t);
-            let _indexed = match creates {
+            let _indexed = match creates.or(first_write.map(|w| w.new_context)) {
                 Some(new_context) => Some(self.index_session(&mut batch, &stored, new_context)?),
                 None => None,
             };
@@ -423,7 +441,7 @@ impl EmbeddedStore {
             self.bus.announce_cancel(&task_id);
         }
         if keep_live {
-            live.insert(task_id, LiveTask { task: Some(stored.clone()), pending });
+            live.insert(task_id, LiveTask { task: Some(stored.clone()), pending, unwritten });
         }
         drop(live);
         if let Some(job_id) = &effects.ack {
@@ -433,6 +451,33 @@ impl EmbeddedStore {
             let _ = self.ready_tx.try_send(job);
         }
         Ok(Applied { seq, event, task: stored, push_configs, turn_here: true })
+    }
+
+    /// Writes a kept-back creation of a task with its pending events and `job` (queued again
+    /// by a retry or a shutdown) in one batch. False when the task was written already.
+    fn write_unwritten(&self, task_id: &str, job: &Job) -> Result<bool, StoreError> {
+        let mut live = self.lock(task_id);
+        let Some(entry) = live.get_mut(task_id) else { return Ok(false) };
+        let (Some(first), Some(task)) = (entry.unwritten.take(), entry.task.clone()) else { return Ok(false) };
+        let mut batch = self.batch(true);
+        batch.insert(&self.t.tasks, task_id, encode(&*task));
+        for (seq, bytes) in entry.pending.drain(..) {
+            batch.insert(&self.t.events, keys::event(task_id, seq), bytes);
+        }
+        batch.insert(&self.t.jobs, job.id.as_str(), encode(job));
+        let _indexed = self.index_session(&mut batch, &task, first.new_context)?;
+        batch.commit().map_err(unavailable)?;
+        Ok(true)
+    }
+
+    /// Tasks whose creation is kept back, with their jobs.
+    fn unwritten_tasks(&self) -> Vec<(String, Job)> {
+        let mut out = Vec::new();
+        for stripe in &self.stripes {
+            let live = stripe.lock().unwrap_or_else(|p| p.into_inner());
+            out.extend(live.iter().filter_map(|(id, l)| l.unwritten.as_ref().map(|u| (id.clone(), u.job.clone()))));
+        }
+        out
     }
 
     fn read_push_configs(&self, task_id: &str) -> Result<Vec<PushNotificationConfig>, StoreError> {
@@ -652,9 +697,10 @@ impl TaskStore for EmbeddedHandle {
     async fn remove_task(&self, task_id: &str) -> Result<bool, StoreError> {
         let s = &self.0;
         let mut live = s.lock(task_id);
-        let Some(task) = s.current_task(&mut live, task_id)?.task else { return Ok(false) };
+        let current = s.current_task(&mut live, task_id)?;
+        let Some(task) = &current.task else { return Ok(false) };
         if !task.task.status.state.is_terminal() {
-            live.insert(task_id.to_string(), LiveTask { task: Some(task), pending: Vec::new() });
+            live.insert(task_id.to_string(), current);
             return Err(StoreError::Conflict(format!("Task {task_id} is still live")));
         }
         let mut batch = s.batch(true);
@@ -696,6 +742,10 @@ impl TaskQueue for EmbeddedHandle {
         job.last_error = Some(error);
         let stored = job.clone();
         s.durably(true, move |s| {
+            // A kept-back creation is written now, with the job: its turn goes on later.
+            if s.write_unwritten(&stored.task_id, &stored)? {
+                return Ok(());
+            }
             let mut batch = s.batch(true);
             batch.insert(&s.t.jobs, stored.id.as_str(), encode(&stored));
             batch.commit().map_err(unavailable)
@@ -758,9 +808,10 @@ impl TaskQueue for EmbeddedHandle {
         let s = &self.0;
         let leased = s.leased.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (mut jobs, mut oldest) = (0u64, None::<u64>);
-        for item in s.t.jobs.iter() {
-            let (_, value) = item.into_inner().map_err(unavailable)?;
-            let job: Job = decode(&value)?;
+        let written = s.t.jobs.iter().map(|item| decode::<Job>(&item.into_inner().map_err(unavailable)?.1));
+        let kept_back = s.unwritten_tasks().into_iter().map(|(_, job)| Ok(job));
+        for job in written.chain(kept_back) {
+            let job = job?;
             jobs += 1;
             if !leased.contains(&job.id) {
                 oldest = Some(oldest.map_or(job.enqueued_ms, |o| o.min(job.enqueued_ms)));
@@ -792,6 +843,16 @@ impl TaskQueue for EmbeddedHandle {
         let change = super::requeue_change(&letter);
         self.0.durably(true, move |s| s.apply_now(change, |_, _| {})).await?;
         Ok(true)
+    }
+
+    /// Writes the tasks whose creation was kept back, queued, so the next start runs them.
+    async fn hand_back(&self) {
+        let s = &self.0;
+        for (task_id, job) in s.unwritten_tasks() {
+            if let Err(e) = s.durably(true, |s| s.write_unwritten(&task_id, &job)).await {
+                tracing::error!(task_id, error = %e, "cannot keep a stopped turn for the next start");
+            }
+        }
     }
 
     fn close(&self) {

@@ -26,7 +26,7 @@ mod tenants;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,6 +105,7 @@ pub async fn open(options: &RedisOptions) -> Result<Backend, StoreError> {
         ready: async_channel::unbounded(),
         closed: AtomicBool::new(false),
         max_attempts: AtomicU32::new(options.max_attempts),
+        writes_failing: AtomicBool::new(false),
     });
     queue::create_group(&shared).await?;
     queue::start(&shared);
@@ -152,6 +153,9 @@ pub(crate) struct Shared {
     ready: (async_channel::Sender<super::Job>, async_channel::Receiver<super::Job>),
     closed: AtomicBool,
     max_attempts: AtomicU32,
+    /// The last task write failed (Redis is away): creations are written at once meanwhile,
+    /// so new work is refused promptly instead of running first.
+    writes_failing: AtomicBool,
 }
 
 /// A task with a turn queued or running on this instance, as this instance last changed it.
@@ -163,6 +167,9 @@ struct LiveTask {
     /// Progress events of the running turn not written yet, oldest first.
     pending: Vec<PendingEvent>,
     flush_scheduled: bool,
+    /// The job of a creation not written yet (see [`Change::defers_creation`]): its turn was
+    /// handed to a worker here without a queue entry, and the task's first write creates it.
+    kept_back: Option<Job>,
 }
 
 #[derive(Clone)]
@@ -199,6 +206,8 @@ struct WriteEffects<'a> {
     cancel: bool,
     wants_push: bool,
     processing_ms: Option<u64>,
+    /// The enqueued job waits in the delayed set until then (a retry's backoff).
+    enqueue_due_ms: Option<u64>,
 }
 
 impl Shared {
@@ -275,6 +284,12 @@ impl Shared {
     async fn apply(self: &Arc<Self>, change: Change, letter: Option<&DeadLetter>) -> Result<Applied, StoreError> {
         let task_id = change.task_id().to_string();
         let _serialized = self.stripe(&task_id).lock().await;
+        // A creation a worker here can take at once stays here until its turn ends.
+        let keep_back = change.defers_creation()
+            && letter.is_none()
+            && self.should_claim()
+            && !self.closed.load(Ordering::Acquire)
+            && !self.writes_failing.load(Ordering::Acquire);
         let mut fresh = false;
         // The cached task of a change it refused: kept (with its unwritten progress) unless a
         // fresh read shows it is stale.
@@ -282,13 +297,19 @@ impl Shared {
         for _ in 0..MAX_CONFLICTS {
             let cached = if fresh { None } else { self.live().remove(&task_id) };
             let backup = cached.clone();
-            let (current, persisted_seq, mut pending) = match cached {
-                Some(live) => (Some(StoredTask::clone(&live.task)), Some(live.persisted_seq), live.pending),
+            let (current, persisted_seq, mut pending, kept_back) = match cached {
+                // A kept-back creation is not in Redis: its first write creates it.
+                Some(live) if live.kept_back.is_some() => {
+                    (Some(StoredTask::clone(&live.task)), None, live.pending, live.kept_back)
+                }
+                Some(live) => (Some(StoredTask::clone(&live.task)), Some(live.persisted_seq), live.pending, None),
+                // A new task's id is fresh: only the write can find it taken.
+                None if keep_back => (None, None, Vec::new(), None),
                 None => {
                     fresh = true;
                     let task = self.read_task(&task_id).await?;
                     let seq = task.as_ref().map(|t| t.seq);
-                    (task, seq, Vec::new())
+                    (task, seq, Vec::new(), None)
                 }
             };
             let started = current.as_ref().map_or(0, |t| t.turn_started_ms);
@@ -323,9 +344,18 @@ impl Shared {
             } && keep_live
                 && letter.is_none();
             let stored = Arc::new(stored);
+            if keep_back {
+                if let Some(job) = effects.enqueue {
+                    let seq = stored.seq;
+                    self.keep_live(&task_id, stored.clone(), 0, pending, Some(job.clone()));
+                    self.lease(&job.id, Some(String::new()));
+                    let turn_here = self.ready.0.try_send(job).is_ok();
+                    return Ok(Applied { seq, event, task: stored, push_configs: Vec::new(), turn_here });
+                }
+            }
             if progress {
                 let seq = stored.seq;
-                self.keep_live(&task_id, stored.clone(), persisted_seq.unwrap_or(0), pending);
+                self.keep_live(&task_id, stored.clone(), persisted_seq.unwrap_or(0), pending, kept_back);
                 return Ok(Applied { seq, event, task: stored, push_configs: Vec::new(), turn_here: false });
             }
             let claim = effects.enqueue.is_some() && self.should_claim();
@@ -337,11 +367,12 @@ impl Shared {
                 cancel: matches!(change, Change::Cancel { .. }),
                 letter,
                 effects,
+                enqueue_due_ms: None,
             };
             match self.write(&task_id, persisted_seq, &stored, &pending, &write).await {
                 Ok(Written::Done { push_configs, claimed }) => {
                     if keep_live {
-                        self.keep_live(&task_id, stored.clone(), stored.seq, Vec::new());
+                        self.keep_live(&task_id, stored.clone(), stored.seq, Vec::new(), None);
                     }
                     if let Some(job_id) = &write.effects.ack {
                         self.lease(job_id, None);
@@ -354,20 +385,27 @@ impl Shared {
                 // Another instance changed the task since it was read: what was pending here
                 // described a state that no longer exists.
                 Ok(Written::Conflict) => fresh = true,
-                // The turn fails and its retry re-creates the progress that was pending.
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if let Some(job) = &kept_back {
+                        self.abandon(&task_id, job, &e);
+                    }
+                    // Otherwise the turn fails and its retry re-creates the progress that was pending.
+                    return Err(e);
+                }
             }
         }
         Err(StoreError::Unavailable(format!("task {task_id} kept changing under concurrent writers")))
     }
 
-    /// Caches a task whose turn runs here, and schedules a flush of its pending progress.
+    /// Caches a task whose turn runs here, and schedules a flush of its pending progress
+    /// (none for a kept-back creation: its progress goes out with its first write).
     fn keep_live(
         self: &Arc<Self>,
         task_id: &str,
         task: Arc<StoredTask>,
         persisted_seq: u64,
         pending: Vec<PendingEvent>,
+        kept_back: Option<Job>,
     ) {
         let mut live = self.live();
         if live.len() >= LIVE_CACHE_LIMIT {
@@ -375,10 +413,10 @@ impl Shared {
             live.retain(|_, l| !l.pending.is_empty());
         }
         let flush_scheduled = live.get(task_id).is_some_and(|l| l.flush_scheduled);
-        let needs_flush = !pending.is_empty() && !flush_scheduled;
+        let needs_flush = !pending.is_empty() && !flush_scheduled && kept_back.is_none();
         live.insert(
             task_id.to_string(),
-            LiveTask { task, persisted_seq, pending, flush_scheduled: flush_scheduled || needs_flush },
+            LiveTask { task, persisted_seq, pending, flush_scheduled: flush_scheduled || needs_flush, kept_back },
         );
         drop(live);
         if needs_flush {
@@ -391,11 +429,69 @@ impl Shared {
         }
     }
 
+    /// Gives up a kept-back task that cannot be written: no one was told of it, and its caller,
+    /// whose follow ends here, follows again through Redis and hears why that fails too.
+    fn abandon(&self, task_id: &str, job: &Job, error: &StoreError) {
+        tracing::warn!(task_id, %error, "a task kept back for its turn's end cannot be written; dropping it");
+        self.live().remove(task_id);
+        self.lease(&job.id, None);
+        self.bus.local().close(task_id);
+    }
+
+    /// Writes a kept-back task with its progress so far and `job` queued (due at `due_ms`, or
+    /// at once): a retry's or a shutdown's. False when the task was not kept back here.
+    pub(super) async fn write_kept_back(
+        self: &Arc<Self>,
+        task_id: &str,
+        job: Job,
+        due_ms: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let _serialized = self.stripe(task_id).lock().await;
+        let Some(live) = self.live().remove(task_id) else { return Ok(false) };
+        let Some(first) = live.kept_back.clone() else {
+            self.live().insert(task_id.to_string(), live);
+            return Ok(false);
+        };
+        let mut task = StoredTask::clone(&live.task);
+        task.job_id = Some(job.id.clone());
+        let task = Arc::new(task);
+        let write = WriteEffects {
+            effects: Effects { enqueue: Some(job), ..Effects::default() },
+            enqueue_due_ms: due_ms,
+            ..WriteEffects::default()
+        };
+        match self.write(task_id, None, &task, &live.pending, &write).await {
+            Ok(Written::Done { .. }) => {
+                self.live().insert(
+                    task_id.to_string(),
+                    LiveTask {
+                        persisted_seq: task.seq,
+                        task,
+                        pending: Vec::new(),
+                        flush_scheduled: false,
+                        kept_back: None,
+                    },
+                );
+                Ok(true)
+            }
+            Ok(Written::Exists | Written::Conflict) => Err(StoreError::TaskExists(task_id.to_string())),
+            Err(e) => {
+                self.abandon(task_id, &first, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Tasks kept back here, with their jobs.
+    pub(super) fn kept_back(&self) -> Vec<(String, Job)> {
+        self.live().iter().filter_map(|(id, l)| l.kept_back.clone().map(|job| (id.clone(), job))).collect()
+    }
+
     /// Writes the pending progress of a task.
     async fn flush(self: &Arc<Self>, task_id: &str) {
         let _serialized = self.stripe(task_id).lock().await;
         let Some(live) = self.live().remove(task_id) else { return };
-        if live.pending.is_empty() {
+        if live.pending.is_empty() || live.kept_back.is_some() {
             self.live().insert(task_id.to_string(), LiveTask { flush_scheduled: false, ..live });
             return;
         }
@@ -406,7 +502,13 @@ impl Shared {
                 let seq = live.task.seq;
                 self.live().insert(
                     task_id.to_string(),
-                    LiveTask { task: live.task, persisted_seq: seq, pending: Vec::new(), flush_scheduled: false },
+                    LiveTask {
+                        task: live.task,
+                        persisted_seq: seq,
+                        pending: Vec::new(),
+                        flush_scheduled: false,
+                        kept_back: None,
+                    },
                 );
             }
             // Changed elsewhere (canceled, taken over): the progress is moot.
@@ -501,10 +603,13 @@ impl Shared {
         } else {
             invocation.arg("").arg("").arg("");
         }
+        invocation.arg(write.enqueue_due_ms.map(|ms| ms.to_string()).unwrap_or_default());
         for event in events {
             invocation.arg(event.seq).arg(&event.json).arg(&event.payload);
         }
-        let reply: Vec<Vec<u8>> = invocation.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
+        let reply: Result<Vec<Vec<u8>>, _> = invocation.invoke_async(&mut self.conn()).await;
+        self.writes_failing.store(reply.is_err(), Ordering::Release);
+        let reply = reply.map_err(unavailable)?;
         match reply.first().map(Vec::as_slice) {
             Some(b"ok") if reply.len() >= 3 => {
                 // Followers here hear it directly; other instances through pub/sub.

@@ -126,7 +126,15 @@ async fn keep_leases(shared: Arc<Shared>) {
     let every = (shared.options.visibility_timeout / 3).max(Duration::from_millis(50));
     while !shared.closed.load(Ordering::Acquire) {
         tokio::time::sleep(every).await;
-        let entries: Vec<String> = shared.leases.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        // Turns kept back here have no entry to renew.
+        let entries: Vec<String> = shared
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|entry| !entry.is_empty())
+            .cloned()
+            .collect();
         for chunk in entries.chunks(500) {
             let lost: redis::RedisResult<Vec<String>> = scripts::RENEW_LEASES
                 .key(shared.keys.queue())
@@ -320,6 +328,9 @@ impl TaskQueue for RedisBackend {
         s.lease(&job.id, None);
         job.attempt += 1;
         job.last_error = Some(error);
+        if s.write_kept_back(&job.task_id.clone(), job.clone(), Some(now_ms() + delay_ms)).await? {
+            return Ok(());
+        }
         let k = &s.keys;
         let _: i64 = scripts::RETRY
             .key(k.queue())
@@ -365,6 +376,15 @@ impl TaskQueue for RedisBackend {
 
     async fn hand_back(&self) {
         let s = &self.0;
+        for (task_id, mut job) in s.kept_back() {
+            job.attempt += 1;
+            job.last_error = Some("the instance running the task shut down".into());
+            s.lease(&job.id, None);
+            match s.write_kept_back(&task_id, job, None).await {
+                Ok(_) => tracing::info!(task_id, "queued a turn kept back here for another run"),
+                Err(e) => tracing::warn!(task_id, error = %e, "cannot queue a turn kept back here"),
+            }
+        }
         let held: Vec<String> = s.leases.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
         for job_id in held {
             let latest: redis::RedisResult<Option<Vec<u8>>> = s.conn().hget(s.keys.jobs(), &job_id).await;
@@ -405,7 +425,9 @@ impl TaskQueue for RedisBackend {
         };
         // An entry id starts with the time it was queued.
         let oldest_ms = oldest.split('-').next().and_then(|ms| ms.parse::<u64>().ok());
-        Ok(QueueStats::from_counts(jobs, running, dead, oldest_ms, &outcomes))
+        // Turns kept back here are not in Redis yet: they count as running (this instance's only).
+        let kept_back = self.0.kept_back().len() as u64;
+        Ok(QueueStats::from_counts(jobs + kept_back, running + kept_back, dead, oldest_ms, &outcomes))
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<(Vec<DeadLetter>, u64), StoreError> {

@@ -49,7 +49,9 @@ impl Publishing {
 ///       21 "1" = the task is live again (requeued), 22 dead letter to remove, 23 "1" = this
 ///       instance has an idle worker: claim the next queue entry for it, 24 this instance's
 ///       consumer name, 25/26/27 on a creation the user, the creation ms and the context id,
-///       28... one (seq, event JSON, published payload) triple per event
+///       28 when the enqueued job is due, in ms ("" = at once: it enters the queue; else it
+///       waits in the delayed set), 29... one (seq, event JSON, published payload) triple per
+///       event
 /// Returns {"ok", claimed entry id or "", claimed job JSON or "", push configs...}.
 pub static APPLY: LazyLock<Publishing> = LazyLock::new(|| {
     Publishing::new(
@@ -76,14 +78,18 @@ if ARGV[5] ~= '' then
   for s = tonumber(ARGV[4]) + 1, tonumber(ARGV[5]) do ids[#ids + 1] = s .. '-0' end
   if #ids > 0 then redis.call('XDEL', KEYS[2], unpack(ids)) end
 end
-for i = 28, #ARGV, 3 do
+for i = 29, #ARGV, 3 do
   redis.call('XADD', KEYS[2], ARGV[i] .. '-0', 'e', ARGV[i + 1])
 end
 if ARGV[13] ~= '' then redis.call('HSET', KEYS[3], ARGV[12], ARGV[13]) end
 if ARGV[6] ~= '' then
-  local entry = redis.call('XADD', KEYS[4], '*', 'job', ARGV[7])
   redis.call('HSET', KEYS[5], ARGV[6], ARGV[7])
-  redis.call('HSET', KEYS[6], ARGV[6], entry)
+  if ARGV[28] == '' then
+    local entry = redis.call('XADD', KEYS[4], '*', 'job', ARGV[7])
+    redis.call('HSET', KEYS[6], ARGV[6], entry)
+  else
+    redis.call('ZADD', KEYS[7], ARGV[28], ARGV[6])
+  end
 end
 if ARGV[8] ~= '' then
   local entry = redis.call('HGET', KEYS[6], ARGV[8])
@@ -122,7 +128,7 @@ if ARGV[22] ~= '' then
   if entry then redis.call('XDEL', KEYS[9], entry) end
   redis.call('HDEL', KEYS[10], ARGV[22])
 end
-for i = 28, #ARGV, 3 do
+for i = 29, #ARGV, 3 do
   redis.call('PUBLISH', ARGV[16], ARGV[i + 2])
 end
 if ARGV[17] ~= '' then redis.call('PUBLISH', ARGV[17], ARGV[11]) end
