@@ -247,7 +247,8 @@ def summarize(args) -> int:
                         for r in queue})
         print(f"Redis shared queue, end to end: blocking message/send, {' / '.join(conns)} "
               f"connections in concurrent oha runs (one per instance with 2 instances), one "
-              f"--redis-prefix per row; each request is one task through the queue")
+              f"--redis-prefix per row; each request is one task, run by the instance it was sent "
+              f"to while it has a free worker or prefetch slot, else queued for either")
         print()
         table(
             ["row", "tasks/s", "p99 ms per oha run", "switchyard RSS MiB", "redis RSS MiB",
@@ -271,6 +272,15 @@ def summarize(args) -> int:
               f"{'met' if goal['rps_met'] else 'NOT met'} ({fmt(goal['rps_ratio'], '.2f', 'x')}); "
               f"p99 <= {GOAL_P99_MS:g} ms: {'met' if goal['p99_met'] else 'NOT met'} "
               f"({fmt(goal['p99_ms'], '.2f', ' ms')})")
+    ceiling = next((r for r in runs if r["name"] == "ceiling"), None)
+    if ceiling and ceiling["requests_per_sec"] and emb and emb["requests_per_sec"]:
+        line = (f"ceiling (no store, no agent): {fmt(ceiling['requests_per_sec'], ',.0f')} req/s, "
+                f"p99 {fmt(ceiling['p99_ms'], '.2f', ' ms')}; the embedded store serves "
+                f"{emb['requests_per_sec'] / ceiling['requests_per_sec']:.0%} of it")
+        if js and js["requests_per_sec"]:
+            line += (f"; {GOAL_RATIO:g}x JS is {fmt(GOAL_RATIO * js['requests_per_sec'], ',.0f')} req/s = "
+                     f"{GOAL_RATIO * js['requests_per_sec'] / ceiling['requests_per_sec']:.0%} of the ceiling")
+        print(line)
     if redis_goal:
         print(f"goal (redis backend): >= {REDIS_GOAL_RATIO:g}x embedded req/s: "
               f"{'met' if redis_goal['met'] else 'NOT met'} "

@@ -10,8 +10,10 @@
 #   BENCH_PY_DURATION   measured load for the Python peer (default: BENCH_DURATION)
 #   BENCH_WARMUP        un-measured load before each measurement (default 2s)
 #   BENCH_CONNECTIONS   concurrent connections (default 32)
-#   BENCH_SERVERS       comma-separated subset of: embedded,memory,auth,redis,redis-cluster,
-#                       redis-queue,capture,js,python (default: all). `redis-cluster` runs
+#   BENCH_SERVERS       comma-separated subset of: ceiling,embedded,memory,auth,redis,redis-cluster,
+#                       redis-queue,capture,js,python (default: all). `ceiling` is the harness's
+#                       ceiling: examples/bench_ceiling.rs, an axum server that answers with a
+#                       canned completed task (no store, no agent). `redis-cluster` runs
 #                       switchyard on a Redis Cluster of three masters on this machine. `capture` is the capture-session
 #                       benchmark (bench/capture.py): ingest req/s into one session and
 #                       ingest-to-live-stream latency, on the embedded store, :memory: and Redis. The redis rows need `redis-server` on PATH; without it
@@ -36,7 +38,7 @@ DURATION="${BENCH_DURATION:-10s}"
 PY_DURATION="${BENCH_PY_DURATION:-$DURATION}"
 WARMUP="${BENCH_WARMUP:-2s}"
 CONNECTIONS="${BENCH_CONNECTIONS:-32}"
-SERVERS="${BENCH_SERVERS:-embedded,memory,auth,redis,redis-cluster,redis-queue,capture,js,python}"
+SERVERS="${BENCH_SERVERS:-ceiling,embedded,memory,auth,redis,redis-cluster,redis-queue,capture,js,python}"
 OHA_AUTH=()
 PEERS_DIR="${BENCH_PEERS_DIR:-/tmp/switchyard-peers}"
 PEERS_SRC="${BENCH_PEERS_SRC:-$REPO/../shared/peers}"
@@ -230,6 +232,17 @@ run_switchyard() {
   measure "$name" "$label" "$SY_PID" "$SY_PORT" "$DURATION"
 }
 
+# The harness's ceiling: HTTP, JSON and oha on this machine, with no store and no agent.
+if wants ceiling; then
+  (cd "$REPO" && cargo build --release --quiet --example bench_ceiling) >&2 || die "cannot build examples/bench_ceiling.rs"
+  port="$(free_port)"
+  "$REPO/target/release/examples/bench_ceiling" "$port" >"$WORK/ceiling.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  wait_for_port "$pid" "$port" "$WORK/ceiling.log"
+  measure ceiling "ceiling (axum, canned task, no store)" "$pid" "$port" "$DURATION"
+fi
+
 DATA_FS=""
 if wants embedded; then
   mkdir -p "$WORK/data"
@@ -312,9 +325,9 @@ wait_oha() {
 # End-to-end tasks/s through the shared queue: N instances on one Redis and one prefix, and
 # always two concurrent oha runs of CONNECTIONS/2 connections (with 1 instance both target
 # it, with 2 each targets one instance), so the load generator is the same in both rows and
-# only the number of instances changes. Each blocking message/send is one task that went
-# through the queue; with 2 instances it runs on the instance it was sent to unless that
-# instance's prefetch (--redis-prefetch) is full, then on either instance's workers.
+# only the number of instances changes. Each blocking message/send is one task; it runs on the
+# instance it was sent to when a worker or prefetch slot (--redis-prefetch) is free there (kept
+# back: written once, when its turn ends), else it is queued on the stream for either instance.
 #   run_queue NAME LABEL INSTANCES
 run_queue() {
   local name=$1 label=$2 n=$3 prefix="bench-$1-$$"
