@@ -177,13 +177,17 @@ struct PendingEvent {
     seq: u64,
     event: StreamEvent,
     json: Vec<u8>,
-    /// What other instances receive: `{"src","seq","event"[,"task"]}`.
+    /// What other instances receive: `{"src","seq","event"[,"task"]}`; empty when the event
+    /// is not published.
     payload: Vec<u8>,
 }
 
 impl PendingEvent {
-    fn new(source: &str, seq: u64, event: &StreamEvent, task: &StoredTask) -> PendingEvent {
+    fn new(source: &str, seq: u64, event: &StreamEvent, task: &StoredTask, published: bool) -> PendingEvent {
         let json = encode(event);
+        if !published {
+            return PendingEvent { seq, event: event.clone(), json, payload: Vec::new() };
+        }
         let mut payload = format!("{{\"src\":\"{source}\",\"seq\":{seq},\"event\":").into_bytes();
         payload.extend_from_slice(&json);
         if event.is_final() {
@@ -336,7 +340,9 @@ impl Shared {
             if let Some((from, to)) = effects.drop_events {
                 pending.retain(|e| e.seq <= from || e.seq > to);
             }
-            pending.push(PendingEvent::new(self.bus.source(), stored.seq, &event, &stored));
+            // No other instance can follow a kept-back task: its events are not published.
+            let published = !keep_back && kept_back.is_none();
+            pending.push(PendingEvent::new(self.bus.source(), stored.seq, &event, &stored, published));
             let progress = match &change {
                 Change::Artifact { .. } => true,
                 Change::StartTurn { .. } => !stored.has_push && effects.drop_events.is_none(),

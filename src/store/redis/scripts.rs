@@ -51,7 +51,7 @@ impl Publishing {
 ///       consumer name, 25/26/27 on a creation the user, the creation ms and the context id,
 ///       28 when the enqueued job is due, in ms ("" = at once: it enters the queue; else it
 ///       waits in the delayed set), 29... one (seq, event JSON, published payload) triple per
-///       event
+///       event (an empty payload is not published)
 /// Returns {"ok", claimed entry id or "", claimed job JSON or "", push configs...}.
 pub static APPLY: LazyLock<Publishing> = LazyLock::new(|| {
     Publishing::new(
@@ -129,7 +129,7 @@ if ARGV[22] ~= '' then
   redis.call('HDEL', KEYS[10], ARGV[22])
 end
 for i = 29, #ARGV, 3 do
-  redis.call('PUBLISH', ARGV[16], ARGV[i + 2])
+  if ARGV[i + 2] ~= '' then redis.call('PUBLISH', ARGV[16], ARGV[i + 2]) end
 end
 if ARGV[17] ~= '' then redis.call('PUBLISH', ARGV[17], ARGV[11]) end
 local out = {'ok', '', ''}
