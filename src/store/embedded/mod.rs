@@ -199,13 +199,13 @@ struct LiveTask {
     task: Option<Arc<StoredTask>>,
     /// Encoded events of the running turn not written yet, oldest first.
     pending: Vec<(u64, Vec<u8>)>,
-    /// The task's creation, when it is not written yet (see [`Change::defers_creation`]).
-    unwritten: Option<Unwritten>,
+    /// The task's creation, when it is kept back (see [`Change::defers_creation`]).
+    kept_back: Option<KeptBack>,
 }
 
 /// A creation kept back until the task's next write, which also indexes its session; a retry
 /// or a shutdown writes it with its job.
-struct Unwritten {
+struct KeptBack {
     new_context: bool,
     job: Job,
 }
@@ -341,7 +341,7 @@ impl EmbeddedStore {
             _ => None,
         };
         let mut live = self.lock(&task_id);
-        let LiveTask { task: cached, mut pending, mut unwritten } = self.current_task(&mut live, &task_id)?;
+        let LiveTask { task: cached, mut pending, mut kept_back } = self.current_task(&mut live, &task_id)?;
         // The cache's Arc is usually the only one left by now: take the task without a copy.
         let mut current = cached.map(|t| Arc::try_unwrap(t).unwrap_or_else(|t| StoredTask::clone(&t)));
         let started = current.as_ref().map_or(0, |t| t.turn_started_ms);
@@ -355,7 +355,7 @@ impl EmbeddedStore {
             Ok(v) => v,
             Err(e) => {
                 if let Some(task) = current.filter(|t| t.job_id.is_some() && !t.task.status.state.is_terminal()) {
-                    live.insert(task_id, LiveTask { task: Some(Arc::new(task)), pending, unwritten });
+                    live.insert(task_id, LiveTask { task: Some(Arc::new(task)), pending, kept_back });
                 }
                 return Err(e);
             }
@@ -368,7 +368,7 @@ impl EmbeddedStore {
         let seq = stored.seq;
         if deferred {
             if let (Some(new_context), Some(job)) = (creates, &effects.enqueue) {
-                unwritten = Some(Unwritten { new_context, job: job.clone() });
+                kept_back = Some(KeptBack { new_context, job: job.clone() });
             }
         }
         // Progress of a running turn (working, chunks) needs no write of its own: its events
@@ -385,7 +385,7 @@ impl EmbeddedStore {
         } else {
             let mut batch = self.batch(sync);
             let t = &self.t;
-            let first_write = unwritten.take();
+            let first_write = kept_back.take();
             if sync || !keep_live || first_write.is_some() {
                 batch.insert(&t.tasks, task_id.as_str(), encode(&stored));
             }
@@ -441,7 +441,7 @@ impl EmbeddedStore {
             self.bus.announce_cancel(&task_id);
         }
         if keep_live {
-            live.insert(task_id, LiveTask { task: Some(stored.clone()), pending, unwritten });
+            live.insert(task_id, LiveTask { task: Some(stored.clone()), pending, kept_back });
         }
         drop(live);
         if let Some(job_id) = &effects.ack {
@@ -455,10 +455,10 @@ impl EmbeddedStore {
 
     /// Writes a kept-back creation of a task with its pending events and `job` (queued again
     /// by a retry or a shutdown) in one batch. False when the task was written already.
-    fn write_unwritten(&self, task_id: &str, job: &Job) -> Result<bool, StoreError> {
+    fn write_kept_back(&self, task_id: &str, job: &Job) -> Result<bool, StoreError> {
         let mut live = self.lock(task_id);
         let Some(entry) = live.get_mut(task_id) else { return Ok(false) };
-        let (Some(first), Some(task)) = (entry.unwritten.take(), entry.task.clone()) else { return Ok(false) };
+        let (Some(first), Some(task)) = (entry.kept_back.take(), entry.task.clone()) else { return Ok(false) };
         let mut batch = self.batch(true);
         batch.insert(&self.t.tasks, task_id, encode(&*task));
         for (seq, bytes) in entry.pending.drain(..) {
@@ -471,11 +471,11 @@ impl EmbeddedStore {
     }
 
     /// Tasks whose creation is kept back, with their jobs.
-    fn unwritten_tasks(&self) -> Vec<(String, Job)> {
+    fn kept_back_tasks(&self) -> Vec<(String, Job)> {
         let mut out = Vec::new();
         for stripe in &self.stripes {
             let live = stripe.lock().unwrap_or_else(|p| p.into_inner());
-            out.extend(live.iter().filter_map(|(id, l)| l.unwritten.as_ref().map(|u| (id.clone(), u.job.clone()))));
+            out.extend(live.iter().filter_map(|(id, l)| l.kept_back.as_ref().map(|u| (id.clone(), u.job.clone()))));
         }
         out
     }
@@ -743,7 +743,7 @@ impl TaskQueue for EmbeddedHandle {
         let stored = job.clone();
         s.durably(true, move |s| {
             // A kept-back creation is written now, with the job: its turn goes on later.
-            if s.write_unwritten(&stored.task_id, &stored)? {
+            if s.write_kept_back(&stored.task_id, &stored)? {
                 return Ok(());
             }
             let mut batch = s.batch(true);
@@ -809,7 +809,7 @@ impl TaskQueue for EmbeddedHandle {
         let leased = s.leased.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (mut jobs, mut oldest) = (0u64, None::<u64>);
         let written = s.t.jobs.iter().map(|item| decode::<Job>(&item.into_inner().map_err(unavailable)?.1));
-        let kept_back = s.unwritten_tasks().into_iter().map(|(_, job)| Ok(job));
+        let kept_back = s.kept_back_tasks().into_iter().map(|(_, job)| Ok(job));
         for job in written.chain(kept_back) {
             let job = job?;
             jobs += 1;
@@ -848,8 +848,8 @@ impl TaskQueue for EmbeddedHandle {
     /// Writes the tasks whose creation was kept back, queued, so the next start runs them.
     async fn hand_back(&self) {
         let s = &self.0;
-        for (task_id, job) in s.unwritten_tasks() {
-            if let Err(e) = s.durably(true, |s| s.write_unwritten(&task_id, &job)).await {
+        for (task_id, job) in s.kept_back_tasks() {
+            if let Err(e) = s.durably(true, |s| s.write_kept_back(&task_id, &job)).await {
                 tracing::error!(task_id, error = %e, "cannot keep a stopped turn for the next start");
             }
         }

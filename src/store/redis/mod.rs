@@ -284,7 +284,9 @@ impl Shared {
     /// Progress of a turn running here (`working` without push configs, artifact chunks) is not
     /// written at once: it waits up to [`FLUSH_DELAY`] and goes out with the next write or on its
     /// own, so a fast turn costs one write instead of one per event. Subscribers see each event
-    /// once it is written, in order.
+    /// once it is written, in order. A creation answered at its turn's end that a worker here
+    /// can take at once is kept back: its turn gets no queue entry, and everything it logs is
+    /// written with the turn's end, so such a task costs one write in all.
     async fn apply(self: &Arc<Self>, change: Change, letter: Option<&DeadLetter>) -> Result<Applied, StoreError> {
         let task_id = change.task_id().to_string();
         let _serialized = self.stripe(&task_id).lock().await;
