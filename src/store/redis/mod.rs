@@ -451,7 +451,7 @@ impl Shared {
     pub(super) async fn write_kept_back(
         self: &Arc<Self>,
         task_id: &str,
-        job: Job,
+        job: &Job,
         due_ms: Option<u64>,
     ) -> Result<bool, StoreError> {
         let _serialized = self.stripe(task_id).lock().await;
@@ -464,7 +464,7 @@ impl Shared {
         task.job_id = Some(job.id.clone());
         let task = Arc::new(task);
         let write = WriteEffects {
-            effects: Effects { enqueue: Some(job), ..Effects::default() },
+            effects: Effects { enqueue: Some(job.clone()), ..Effects::default() },
             enqueue_due_ms: due_ms,
             ..WriteEffects::default()
         };

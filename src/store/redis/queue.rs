@@ -328,7 +328,7 @@ impl TaskQueue for RedisBackend {
         s.lease(&job.id, None);
         job.attempt += 1;
         job.last_error = Some(error);
-        if s.write_kept_back(&job.task_id.clone(), job.clone(), Some(now_ms() + delay_ms)).await? {
+        if s.write_kept_back(&job.task_id, &job, Some(now_ms() + delay_ms)).await? {
             return Ok(());
         }
         let k = &s.keys;
@@ -380,7 +380,7 @@ impl TaskQueue for RedisBackend {
             job.attempt += 1;
             job.last_error = Some("the instance running the task shut down".into());
             s.lease(&job.id, None);
-            match s.write_kept_back(&task_id, job, None).await {
+            match s.write_kept_back(&task_id, &job, None).await {
                 Ok(_) => tracing::info!(task_id, "queued a turn kept back here for another run"),
                 Err(e) => tracing::warn!(task_id, error = %e, "cannot queue a turn kept back here"),
             }
