@@ -212,6 +212,9 @@ struct WriteEffects<'a> {
     processing_ms: Option<u64>,
     /// The enqueued job waits in the delayed set until then (a retry's backoff).
     enqueue_due_ms: Option<u64>,
+    /// The acknowledged job was never queued in Redis (a kept-back creation's): nothing to
+    /// take off the queue.
+    job_unqueued: bool,
 }
 
 impl Shared {
@@ -376,6 +379,7 @@ impl Shared {
                 letter,
                 effects,
                 enqueue_due_ms: None,
+                job_unqueued: kept_back.is_some(),
             };
             match self.write(&task_id, persisted_seq, &stored, &pending, &write).await {
                 Ok(Written::Done { push_configs, claimed }) => {
@@ -579,7 +583,7 @@ impl Shared {
             .arg(drop_to)
             .arg(&job_id)
             .arg(&job_json)
-            .arg(effects.ack.as_deref().unwrap_or(""))
+            .arg(effects.ack.as_deref().filter(|_| !write.job_unqueued).unwrap_or(""))
             .arg(if effects.terminal { ttl.to_string() } else { String::new() })
             .arg(now_ms() + ttl)
             .arg(task_id)
@@ -612,8 +616,16 @@ impl Shared {
             invocation.arg("").arg("").arg("");
         }
         invocation.arg(write.enqueue_due_ms.map(|ms| ms.to_string()).unwrap_or_default());
-        for event in events {
-            invocation.arg(event.seq).arg(&event.json).arg(&event.payload);
+        let published: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).filter(|p| !p.is_empty()).collect();
+        invocation.arg(published.len());
+        for payload in published {
+            invocation.arg(payload);
+        }
+        for entry in log_entries(events, effects.ack.is_some()) {
+            invocation.arg(entry.len());
+            for event in entry {
+                invocation.arg(event.seq).arg(&event.json);
+            }
         }
         let reply: Result<Vec<Vec<u8>>, _> = invocation.invoke_async(&mut self.conn()).await;
         self.writes_failing.store(reply.is_err(), Ordering::Release);
@@ -646,6 +658,31 @@ enum Written {
     Exists,
     /// The task changed since it was read.
     Conflict,
+}
+
+/// Events in one log stream entry at most (the script spreads an entry's fields on its stack).
+const MAX_EVENTS_PER_ENTRY: usize = 512;
+
+/// A write's events cut into log stream entries. A retried turn drops the failed attempt's
+/// events, everything after the Task event that began the turn, as whole entries: so an entry
+/// ends with each Task event, unless the write ends the turn (`ends_turn`: then no attempt of
+/// it runs again).
+fn log_entries(events: &[PendingEvent], ends_turn: bool) -> impl Iterator<Item = &[PendingEvent]> {
+    let mut rest = events;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut len = rest.len().min(MAX_EVENTS_PER_ENTRY);
+        if !ends_turn {
+            if let Some(task) = rest[..len].iter().position(|e| matches!(e.event, StreamEvent::Task(_))) {
+                len = task + 1;
+            }
+        }
+        let (entry, tail) = rest.split_at(len);
+        rest = tail;
+        Some(entry)
+    })
 }
 
 /// How long a running turn's progress may wait to be written with the turn's next event.
@@ -707,15 +744,22 @@ impl TaskStore for RedisBackend {
             .xrange(self.0.keys.events(task_id), format!("{}-0", after + 1), "+")
             .await
             .map_err(unavailable)?;
-        let mut events = reply
-            .ids
-            .iter()
-            .map(|entry| {
-                let seq = entry.id.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                let bytes: Vec<u8> = entry.get("e").unwrap_or_default();
-                Ok(LoggedEvent { seq, event: decode(&bytes)?, snapshot: None })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        // An entry holds a run of events as (seq, event) fields; the first may reach back
+        // before `after`.
+        let mut events = Vec::new();
+        for entry in &reply.ids {
+            let start = events.len();
+            for (field, value) in &entry.map {
+                let seq: u64 = field
+                    .parse()
+                    .map_err(|_| StoreError::Unavailable(format!("corrupt event log in Redis: field {field}")))?;
+                if seq > after {
+                    let bytes: Vec<u8> = redis::from_redis_value_ref(value).map_err(unavailable)?;
+                    events.push(LoggedEvent { seq, event: decode(&bytes)?, snapshot: None });
+                }
+            }
+            events[start..].sort_unstable_by_key(|e| e.seq);
+        }
         // Progress of a turn running here that is not written yet.
         let last = events.last().map_or(after, |e| e.seq);
         if let Some(live) = self.0.live().get(task_id) {
@@ -858,3 +902,38 @@ impl TaskStore for RedisBackend {
 
 /// Expired tasks deleted per script call (keeps each call short).
 const SWEEP_BATCH: usize = 500;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, kind: &str) -> PendingEvent {
+        let json = match kind {
+            "task" => r#"{"kind":"task","id":"t","contextId":"c","status":{"state":"submitted"}}"#,
+            _ => r#"{"kind":"status-update","taskId":"t","contextId":"c","status":{"state":"working"},"final":false}"#,
+        };
+        let event: StreamEvent = serde_json::from_str(json).expect("a valid event");
+        PendingEvent { seq, json: encode(&event), event, payload: Vec::new() }
+    }
+
+    fn cut(events: &[PendingEvent], ends_turn: bool) -> Vec<Vec<u64>> {
+        log_entries(events, ends_turn).map(|entry| entry.iter().map(|e| e.seq).collect()).collect()
+    }
+
+    #[test]
+    fn an_entry_ends_with_the_task_event_that_begins_a_turn_unless_the_turn_ended() {
+        let events = [event(1, "task"), event(2, "status"), event(3, "status")];
+        assert_eq!(cut(&events, false), vec![vec![1], vec![2, 3]]);
+        assert_eq!(cut(&events, true), vec![vec![1, 2, 3]]);
+        let progress = [event(4, "status"), event(5, "status")];
+        assert_eq!(cut(&progress, false), vec![vec![4, 5]]);
+        assert!(cut(&[], false).is_empty());
+    }
+
+    #[test]
+    fn a_long_run_of_events_is_cut_into_bounded_entries() {
+        let events: Vec<PendingEvent> = (1..=MAX_EVENTS_PER_ENTRY as u64 * 2 + 1).map(|s| event(s, "status")).collect();
+        let sizes: Vec<usize> = cut(&events, true).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![MAX_EVENTS_PER_ENTRY, MAX_EVENTS_PER_ENTRY, 1]);
+    }
+}

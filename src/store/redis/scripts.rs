@@ -35,6 +35,12 @@ impl Publishing {
 /// there (optimistic concurrency across instances), else answers `conflict` and the caller
 /// re-reads.
 ///
+/// A write's events go into the task's log stream as few entries: each entry holds a run of
+/// events as (seq, event JSON) field pairs and is numbered with its last seq, so reading from
+/// a seq is one XRANGE. Entries never straddle the start of a turn that may still be retried
+/// (see `log_entries`), so dropping a failed attempt's events deletes whole entries. The task
+/// hash counts the events in its log (`events`).
+///
 /// A created task (ARGV[1] = "") also enters its session's index, which is begun (numbered with
 /// the next position) when this is the context's first task.
 ///
@@ -50,19 +56,21 @@ impl Publishing {
 ///       instance has an idle worker: claim the next queue entry for it, 24 this instance's
 ///       consumer name, 25/26/27 on a creation the user, the creation ms and the context id,
 ///       28 when the enqueued job is due, in ms ("" = at once: it enters the queue; else it
-///       waits in the delayed set), 29... one (seq, event JSON, published payload) triple per
-///       event (an empty payload is not published)
+///       waits in the delayed set), 29 P = how many payloads to publish, 30...29+P the payloads
+///       (`{"src","seq","event"[,"task"]}`), then the log entries, each as n followed by n
+///       (seq, event JSON) pairs
 /// Returns {"ok", claimed entry id or "", claimed job JSON or "", push configs...}.
 pub static APPLY: LazyLock<Publishing> = LazyLock::new(|| {
     Publishing::new(
         r#"
-local seq = redis.call('HGET', KEYS[1], 'seq')
+local head = redis.call('HMGET', KEYS[1], 'seq', 'events')
+local seq = head[1]
 if ARGV[1] == '' then
   if seq then return {'exists'} end
 elseif seq ~= ARGV[1] then
   return {'conflict'}
 end
-redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'data', ARGV[3])
+local logged = tonumber(head[2]) or 0
 if #KEYS > 11 then
   -- One counter numbers sessions and the tasks within them, so both list in creation order.
   local position = redis.call('INCR', KEYS[16])
@@ -74,13 +82,20 @@ if #KEYS > 11 then
   redis.call('ZADD', KEYS[15], position, ARGV[11])
 end
 if ARGV[5] ~= '' then
-  local ids = {}
-  for s = tonumber(ARGV[4]) + 1, tonumber(ARGV[5]) do ids[#ids + 1] = s .. '-0' end
-  if #ids > 0 then redis.call('XDEL', KEYS[2], unpack(ids)) end
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[2], (tonumber(ARGV[4]) + 1) .. '-0', ARGV[5] .. '-0')) do
+    redis.call('XDEL', KEYS[2], entry[1])
+    logged = logged - #entry[2] / 2
+  end
 end
-for i = 29, #ARGV, 3 do
-  redis.call('XADD', KEYS[2], ARGV[i] .. '-0', 'e', ARGV[i + 1])
+local published = tonumber(ARGV[29])
+local i = 30 + published
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call('XADD', KEYS[2], ARGV[i + 2 * n - 1] .. '-0', unpack(ARGV, i + 1, i + 2 * n))
+  logged = logged + n
+  i = i + 2 * n + 1
 end
+redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'data', ARGV[3], 'events', logged)
 if ARGV[13] ~= '' then redis.call('HSET', KEYS[3], ARGV[12], ARGV[13]) end
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[5], ARGV[6], ARGV[7])
@@ -128,9 +143,7 @@ if ARGV[22] ~= '' then
   if entry then redis.call('XDEL', KEYS[9], entry) end
   redis.call('HDEL', KEYS[10], ARGV[22])
 end
-for i = 29, #ARGV, 3 do
-  if ARGV[i + 2] ~= '' then redis.call('PUBLISH', ARGV[16], ARGV[i + 2]) end
-end
+for p = 30, 29 + published do redis.call('PUBLISH', ARGV[16], ARGV[p]) end
 if ARGV[17] ~= '' then redis.call('PUBLISH', ARGV[17], ARGV[11]) end
 local out = {'ok', '', ''}
 if ARGV[23] == '1' then

@@ -83,14 +83,15 @@ impl SessionIndex for RedisSessions {
         }
         let mut pipe = redis::pipe();
         for task_id in &task_ids {
-            pipe.hget(self.keys.task(task_id), "data").xlen(self.keys.events(task_id));
+            pipe.hget(self.keys.task(task_id), "data").hget(self.keys.task(task_id), "events");
         }
-        let read: Vec<(Option<Vec<u8>>, u64)> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let read: Vec<(Option<Vec<u8>>, Option<u64>)> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         let mut found = Vec::new();
         let mut gone = Vec::new();
         for (task_id, (data, event_count)) in task_ids.into_iter().zip(read) {
             match data {
-                Some(data) => found.push(SessionTask { task: decode::<StoredTask>(&data)?, event_count }),
+                Some(data) => found
+                    .push(SessionTask { task: decode::<StoredTask>(&data)?, event_count: event_count.unwrap_or(0) }),
                 None => gone.push(task_id),
             }
         }
