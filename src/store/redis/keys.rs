@@ -13,14 +13,10 @@ impl Keys {
         Keys { base: format!("{{{prefix}}}") }
     }
 
-    /// Hash: `seq` (last event) and `data` (the StoredTask JSON).
+    /// Hash: `seq` (last event), `data` (the StoredTask JSON), and the task's event log:
+    /// `e:<seq>` the event JSON, `events` how many there are.
     pub fn task(&self, task_id: &str) -> String {
         format!("{}:task:{task_id}", self.base)
-    }
-
-    /// Stream: the task's event log, entry id `{seq}-0`, field `e` the event JSON.
-    pub fn events(&self, task_id: &str) -> String {
-        format!("{}:events:{task_id}", self.base)
     }
 
     /// Hash: push config id → PushNotificationConfig JSON.

@@ -1,8 +1,8 @@
 //! The Redis backend: several switchyard instances share one Redis (standalone, or a cluster
 //! through the hash-tagged keys of [`keys`]).
 //!
-//! - Store: each task is a hash (`seq`, `data`) with its event log in a stream and its push
-//!   configs in a hash. A change is computed in Rust by the same state machine as the embedded
+//! - Store: each task is a hash (`seq`, `data`, and its event log as `e:<seq>` fields) with its
+//!   push configs in a second hash. A change is computed in Rust by the same state machine as the embedded
 //!   store ([`transition`]) from the task at sequence N, then applied by one Lua script only if
 //!   the task is still at N (optimistic concurrency across instances); the script also queues or
 //!   acknowledges the turn's job, schedules expiry and publishes the event, all atomically.
@@ -566,7 +566,6 @@ impl Shared {
         let mut invocation = scripts::APPLY.on(&self.conn).prepare_invoke();
         invocation
             .key(k.task(task_id))
-            .key(k.events(task_id))
             .key(k.push(task_id))
             .key(k.queue())
             .key(k.jobs())
@@ -621,11 +620,8 @@ impl Shared {
         for payload in published {
             invocation.arg(payload);
         }
-        for entry in log_entries(events, effects.ack.is_some()) {
-            invocation.arg(entry.len());
-            for event in entry {
-                invocation.arg(event.seq).arg(&event.json);
-            }
+        for event in events {
+            invocation.arg(format!("e:{}", event.seq)).arg(&event.json);
         }
         let reply: Result<Vec<Vec<u8>>, _> = invocation.invoke_async(&mut self.conn()).await;
         self.writes_failing.store(reply.is_err(), Ordering::Release);
@@ -658,31 +654,6 @@ enum Written {
     Exists,
     /// The task changed since it was read.
     Conflict,
-}
-
-/// Events in one log stream entry at most (the script spreads an entry's fields on its stack).
-const MAX_EVENTS_PER_ENTRY: usize = 512;
-
-/// A write's events cut into log stream entries. A retried turn drops the failed attempt's
-/// events, everything after the Task event that began the turn, as whole entries: so an entry
-/// ends with each Task event, unless the write ends the turn (`ends_turn`: then no attempt of
-/// it runs again).
-fn log_entries(events: &[PendingEvent], ends_turn: bool) -> impl Iterator<Item = &[PendingEvent]> {
-    let mut rest = events;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut len = rest.len().min(MAX_EVENTS_PER_ENTRY);
-        if !ends_turn {
-            if let Some(task) = rest[..len].iter().position(|e| matches!(e.event, StreamEvent::Task(_))) {
-                len = task + 1;
-            }
-        }
-        let (entry, tail) = rest.split_at(len);
-        rest = tail;
-        Some(entry)
-    })
 }
 
 /// How long a running turn's progress may wait to be written with the turn's next event.
@@ -738,28 +709,16 @@ impl TaskStore for RedisBackend {
         // Serialized with this instance's writes, so a flush cannot move events between the
         // log read and the pending read.
         let _serialized = self.0.stripe(task_id).lock().await;
-        let reply: redis::streams::StreamRangeReply = self
-            .0
-            .conn()
-            .xrange(self.0.keys.events(task_id), format!("{}-0", after + 1), "+")
+        let logged: Vec<(u64, Vec<u8>)> = scripts::READ_LOG
+            .key(self.0.keys.task(task_id))
+            .arg(after)
+            .invoke_async(&mut self.0.conn())
             .await
             .map_err(unavailable)?;
-        // An entry holds a run of events as (seq, event) fields; the first may reach back
-        // before `after`.
-        let mut events = Vec::new();
-        for entry in &reply.ids {
-            let start = events.len();
-            for (field, value) in &entry.map {
-                let seq: u64 = field
-                    .parse()
-                    .map_err(|_| StoreError::Unavailable(format!("corrupt event log in Redis: field {field}")))?;
-                if seq > after {
-                    let bytes: Vec<u8> = redis::from_redis_value_ref(value).map_err(unavailable)?;
-                    events.push(LoggedEvent { seq, event: decode(&bytes)?, snapshot: None });
-                }
-            }
-            events[start..].sort_unstable_by_key(|e| e.seq);
-        }
+        let mut events = logged
+            .into_iter()
+            .map(|(seq, json)| Ok(LoggedEvent { seq, event: decode(&json)?, snapshot: None }))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         // Progress of a turn running here that is not written yet.
         let last = events.last().map_or(after, |e| e.seq);
         if let Some(live) = self.0.live().get(task_id) {
@@ -869,7 +828,6 @@ impl TaskStore for RedisBackend {
         let k = &self.0.keys;
         let removed: i64 = scripts::REMOVE_TASK
             .key(k.task(task_id))
-            .key(k.events(task_id))
             .key(k.push(task_id))
             .key(k.expiry())
             .arg(task_id)
@@ -902,38 +860,3 @@ impl TaskStore for RedisBackend {
 
 /// Expired tasks deleted per script call (keeps each call short).
 const SWEEP_BATCH: usize = 500;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(seq: u64, kind: &str) -> PendingEvent {
-        let json = match kind {
-            "task" => r#"{"kind":"task","id":"t","contextId":"c","status":{"state":"submitted"}}"#,
-            _ => r#"{"kind":"status-update","taskId":"t","contextId":"c","status":{"state":"working"},"final":false}"#,
-        };
-        let event: StreamEvent = serde_json::from_str(json).expect("a valid event");
-        PendingEvent { seq, json: encode(&event), event, payload: Vec::new() }
-    }
-
-    fn cut(events: &[PendingEvent], ends_turn: bool) -> Vec<Vec<u64>> {
-        log_entries(events, ends_turn).map(|entry| entry.iter().map(|e| e.seq).collect()).collect()
-    }
-
-    #[test]
-    fn an_entry_ends_with_the_task_event_that_begins_a_turn_unless_the_turn_ended() {
-        let events = [event(1, "task"), event(2, "status"), event(3, "status")];
-        assert_eq!(cut(&events, false), vec![vec![1], vec![2, 3]]);
-        assert_eq!(cut(&events, true), vec![vec![1, 2, 3]]);
-        let progress = [event(4, "status"), event(5, "status")];
-        assert_eq!(cut(&progress, false), vec![vec![4, 5]]);
-        assert!(cut(&[], false).is_empty());
-    }
-
-    #[test]
-    fn a_long_run_of_events_is_cut_into_bounded_entries() {
-        let events: Vec<PendingEvent> = (1..=MAX_EVENTS_PER_ENTRY as u64 * 2 + 1).map(|s| event(s, "status")).collect();
-        let sizes: Vec<usize> = cut(&events, true).iter().map(Vec::len).collect();
-        assert_eq!(sizes, vec![MAX_EVENTS_PER_ENTRY, MAX_EVENTS_PER_ENTRY, 1]);
-    }
-}

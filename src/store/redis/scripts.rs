@@ -35,18 +35,16 @@ impl Publishing {
 /// there (optimistic concurrency across instances), else answers `conflict` and the caller
 /// re-reads.
 ///
-/// A write's events go into the task's log stream as few entries: each entry holds a run of
-/// events as (seq, event JSON) field pairs and is numbered with its last seq, so reading from
-/// a seq is one XRANGE. Entries never straddle the start of a turn that may still be retried
-/// (see `log_entries`), so dropping a failed attempt's events deletes whole entries. The task
-/// hash counts the events in its log (`events`).
+/// The task's event log lives in its hash next to the record: field `e:<seq>` per event, and
+/// `events` counts them. One key per task keeps the keyspace small (every lookup of a task's
+/// keys is a probe of Redis's main dictionary), and the record and its new events are one HSET.
 ///
 /// A created task (ARGV[1] = "") also enters its session's index, which is begun (numbered with
 /// the next position) when this is the context's first task.
 ///
-/// KEYS: 1 task, 2 events, 3 push, 4 queue, 5 jobs, 6 job entries, 7 delayed, 8 expiry,
-///       9 dead letters, 10 dead-letter index, 11 stats; on a creation also 12 session,
-///       13 app sessions, 14 user sessions, 15 session tasks, 16 session position
+/// KEYS: 1 task, 2 push, 3 queue, 4 jobs, 5 job entries, 6 delayed, 7 expiry, 8 dead letters,
+///       9 dead-letter index, 10 stats; on a creation also 11 session, 12 app sessions, 13 user
+///       sessions, 14 session tasks, 15 session position
 /// ARGV: 1 expected seq ("" = must not exist), 2 new seq, 3 task JSON, 4/5 drop events in
 ///       (from, to] ("" = none), 6/7 enqueue job id/JSON ("" = none), 8 ack job id, 9 TTL ms when
 ///       the task became terminal, 10 expire-at ms, 11 task id, 12/13 push config id/JSON,
@@ -57,8 +55,7 @@ impl Publishing {
 ///       consumer name, 25/26/27 on a creation the user, the creation ms and the context id,
 ///       28 when the enqueued job is due, in ms ("" = at once: it enters the queue; else it
 ///       waits in the delayed set), 29 P = how many payloads to publish, 30...29+P the payloads
-///       (`{"src","seq","event"[,"task"]}`), then the log entries, each as n followed by n
-///       (seq, event JSON) pairs
+///       (`{"src","seq","event"[,"task"]}`), then one (`e:<seq>`, event JSON) pair per event
 /// Returns {"ok", claimed entry id or "", claimed job JSON or "", push configs...}.
 pub static APPLY: LazyLock<Publishing> = LazyLock::new(|| {
     Publishing::new(
@@ -71,84 +68,84 @@ elseif seq ~= ARGV[1] then
   return {'conflict'}
 end
 local logged = tonumber(head[2]) or 0
-if #KEYS > 11 then
+if #KEYS > 10 then
   -- One counter numbers sessions and the tasks within them, so both list in creation order.
-  local position = redis.call('INCR', KEYS[16])
-  if redis.call('HSETNX', KEYS[12], 'user', ARGV[25]) == 1 then
-    redis.call('HSET', KEYS[12], 'created', ARGV[26], 'position', position)
+  local position = redis.call('INCR', KEYS[15])
+  if redis.call('HSETNX', KEYS[11], 'user', ARGV[25]) == 1 then
+    redis.call('HSET', KEYS[11], 'created', ARGV[26], 'position', position)
+    redis.call('ZADD', KEYS[12], position, ARGV[27])
     redis.call('ZADD', KEYS[13], position, ARGV[27])
-    redis.call('ZADD', KEYS[14], position, ARGV[27])
   end
-  redis.call('ZADD', KEYS[15], position, ARGV[11])
+  redis.call('ZADD', KEYS[14], position, ARGV[11])
 end
 if ARGV[5] ~= '' then
-  for _, entry in ipairs(redis.call('XRANGE', KEYS[2], (tonumber(ARGV[4]) + 1) .. '-0', ARGV[5] .. '-0')) do
-    redis.call('XDEL', KEYS[2], entry[1])
-    logged = logged - #entry[2] / 2
+  -- In slices: a Lua call takes a bounded number of arguments.
+  local from, to = tonumber(ARGV[4]) + 1, tonumber(ARGV[5])
+  while from <= to do
+    local fields = {}
+    for s = from, math.min(to, from + 499) do fields[#fields + 1] = 'e:' .. s end
+    logged = logged - redis.call('HDEL', KEYS[1], unpack(fields))
+    from = from + 500
   end
 end
 local published = tonumber(ARGV[29])
-local i = 30 + published
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  redis.call('XADD', KEYS[2], ARGV[i + 2 * n - 1] .. '-0', unpack(ARGV, i + 1, i + 2 * n))
-  logged = logged + n
-  i = i + 2 * n + 1
-end
+local first = 30 + published
+logged = logged + (#ARGV - first + 1) / 2
 redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'data', ARGV[3], 'events', logged)
-if ARGV[13] ~= '' then redis.call('HSET', KEYS[3], ARGV[12], ARGV[13]) end
+for i = first, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(#ARGV, i + 999)))
+end
+if ARGV[13] ~= '' then redis.call('HSET', KEYS[2], ARGV[12], ARGV[13]) end
 if ARGV[6] ~= '' then
-  redis.call('HSET', KEYS[5], ARGV[6], ARGV[7])
+  redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
   if ARGV[28] == '' then
-    local entry = redis.call('XADD', KEYS[4], '*', 'job', ARGV[7])
-    redis.call('HSET', KEYS[6], ARGV[6], entry)
+    local entry = redis.call('XADD', KEYS[3], '*', 'job', ARGV[7])
+    redis.call('HSET', KEYS[5], ARGV[6], entry)
   else
-    redis.call('ZADD', KEYS[7], ARGV[28], ARGV[6])
+    redis.call('ZADD', KEYS[6], ARGV[28], ARGV[6])
   end
 end
 if ARGV[8] ~= '' then
-  local entry = redis.call('HGET', KEYS[6], ARGV[8])
+  local entry = redis.call('HGET', KEYS[5], ARGV[8])
   if entry then
     -- A delivered entry leaves the stream; one not yet delivered stays for a worker to discard.
-    if redis.call('XACK', KEYS[4], ARGV[20], entry) == 1 then redis.call('XDEL', KEYS[4], entry) end
-    redis.call('HDEL', KEYS[6], ARGV[8])
+    if redis.call('XACK', KEYS[3], ARGV[20], entry) == 1 then redis.call('XDEL', KEYS[3], entry) end
+    redis.call('HDEL', KEYS[5], ARGV[8])
   end
-  redis.call('HDEL', KEYS[5], ARGV[8])
-  redis.call('ZREM', KEYS[7], ARGV[8])
+  redis.call('HDEL', KEYS[4], ARGV[8])
+  redis.call('ZREM', KEYS[6], ARGV[8])
 end
 if ARGV[9] ~= '' then
   local ttl = tonumber(ARGV[9])
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
-  redis.call('PEXPIRE', KEYS[3], ttl)
-  redis.call('ZADD', KEYS[8], ARGV[10], ARGV[11])
+  redis.call('ZADD', KEYS[7], ARGV[10], ARGV[11])
 end
 if ARGV[14] ~= '' then
-  local entry = redis.call('XADD', KEYS[9], '*', 'id', ARGV[8], 'letter', ARGV[14])
-  redis.call('HSET', KEYS[10], ARGV[8], entry)
+  local entry = redis.call('XADD', KEYS[8], '*', 'id', ARGV[8], 'letter', ARGV[14])
+  redis.call('HSET', KEYS[9], ARGV[8], entry)
 end
-if ARGV[18] ~= '' then redis.call('HINCRBY', KEYS[11], ARGV[18], 1) end
+if ARGV[18] ~= '' then redis.call('HINCRBY', KEYS[10], ARGV[18], 1) end
 if ARGV[19] ~= '' then
-  redis.call('HINCRBY', KEYS[11], 'processed', 1)
-  redis.call('HINCRBY', KEYS[11], 'processing_ms', ARGV[19])
+  redis.call('HINCRBY', KEYS[10], 'processed', 1)
+  redis.call('HINCRBY', KEYS[10], 'processing_ms', ARGV[19])
 end
 if ARGV[21] == '1' then
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
-  redis.call('PERSIST', KEYS[3])
-  redis.call('ZREM', KEYS[8], ARGV[11])
+  redis.call('ZREM', KEYS[7], ARGV[11])
 end
 if ARGV[22] ~= '' then
-  local entry = redis.call('HGET', KEYS[10], ARGV[22])
-  if entry then redis.call('XDEL', KEYS[9], entry) end
-  redis.call('HDEL', KEYS[10], ARGV[22])
+  local entry = redis.call('HGET', KEYS[9], ARGV[22])
+  if entry then redis.call('XDEL', KEYS[8], entry) end
+  redis.call('HDEL', KEYS[9], ARGV[22])
 end
 for p = 30, 29 + published do redis.call('PUBLISH', ARGV[16], ARGV[p]) end
 if ARGV[17] ~= '' then redis.call('PUBLISH', ARGV[17], ARGV[11]) end
 local out = {'ok', '', ''}
 if ARGV[23] == '1' then
   -- The next waiting entry (usually the one just queued) goes to this instance's idle worker.
-  local read = redis.call('XREADGROUP', 'GROUP', ARGV[20], ARGV[24], 'COUNT', 1, 'STREAMS', KEYS[4], '>')
+  local read = redis.call('XREADGROUP', 'GROUP', ARGV[20], ARGV[24], 'COUNT', 1, 'STREAMS', KEYS[3], '>')
   if read and read[1] and read[1][2][1] then
     local entry = read[1][2][1]
     out[2] = entry[1]
@@ -158,7 +155,32 @@ if ARGV[23] == '1' then
   end
 end
 if ARGV[15] == '1' then
-  for _, v in ipairs(redis.call('HVALS', KEYS[3])) do out[#out + 1] = v end
+  for _, v in ipairs(redis.call('HVALS', KEYS[2])) do out[#out + 1] = v end
+end
+return out
+"#,
+    )
+});
+
+/// A task's logged events after seq ARGV[1], oldest first, as (seq, event JSON) pairs.
+/// KEYS: 1 task.
+pub static READ_LOG: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local last = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local out = {}
+local from = tonumber(ARGV[1]) + 1
+while from <= last do
+  local fields = {}
+  for s = from, math.min(last, from + 499) do fields[#fields + 1] = 'e:' .. s end
+  local values = redis.call('HMGET', KEYS[1], unpack(fields))
+  for i, v in ipairs(fields) do
+    if values[i] then
+      out[#out + 1] = from + i - 1
+      out[#out + 1] = values[i]
+    end
+  end
+  from = from + 500
 end
 return out
 "#,
@@ -270,7 +292,7 @@ pub static SWEEP: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do
-  redis.call('DEL', ARGV[3] .. ':task:' .. id, ARGV[3] .. ':events:' .. id, ARGV[3] .. ':push:' .. id)
+  redis.call('DEL', ARGV[3] .. ':task:' .. id, ARGV[3] .. ':push:' .. id)
   redis.call('ZREM', KEYS[1], id)
 end
 return #ids
@@ -367,8 +389,8 @@ return counts
     )
 });
 
-/// Removes a terminal task with its log and push configs. KEYS: 1 task, 2 events, 3 push,
-/// 4 expiry. ARGV: 1 task id. Returns 1, 0 when there is no such task, -1 when it is not
+/// Removes a terminal task with its log and push configs. KEYS: 1 task (with its log), 2 push,
+/// 3 expiry. ARGV: 1 task id. Returns 1, 0 when there is no such task, -1 when it is not
 /// terminal.
 pub static REMOVE_TASK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -379,8 +401,8 @@ local state = cjson.decode(data)['task']['status']['state']
 if state ~= 'completed' and state ~= 'canceled' and state ~= 'failed' and state ~= 'rejected' then
   return -1
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 "#,
     )
