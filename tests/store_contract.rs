@@ -273,6 +273,26 @@ async fn retry_drops_the_failed_attempts_output(b: Backend) {
     assert_eq!(seqs, vec![1, applied.seq], "the failed attempt's events are gone");
 }
 
+/// A turn's log far longer than one write's batch: read back whole and from the middle, and
+/// dropped whole when the turn is retried.
+async fn a_long_turns_log_reads_and_drops_whole(b: Backend) {
+    b.store.apply(create("t1", "j1")).await.unwrap();
+    let job = next_job(&b).await;
+    b.store.apply(Change::StartTurn { job: job.clone() }).await.unwrap();
+    for i in 0..1200 {
+        b.store.apply(chunk("t1", &format!("w{i} "), i > 0)).await.unwrap();
+    }
+    let seqs: Vec<u64> = b.store.events_after("t1", 0).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=1202).collect::<Vec<u64>>(), "the creation, working and every chunk, in order");
+    let tail: Vec<u64> = b.store.events_after("t1", 700).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(tail, (701..=1202).collect::<Vec<u64>>());
+    b.queue.retry(job, "boom".into(), 0).await.unwrap();
+    let retried = next_job(&b).await;
+    let applied = b.store.apply(Change::StartTurn { job: retried }).await.unwrap();
+    let seqs: Vec<u64> = b.store.events_after("t1", 0).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, applied.seq], "the failed attempt's 1201 events are gone");
+}
+
 async fn a_superseded_attempt_cannot_write(b: Backend) {
     b.store.apply(create("t1", "j1")).await.unwrap();
     let first = next_job(&b).await;
@@ -520,6 +540,7 @@ macro_rules! contract_tests {
             cancel_removes_the_queued_job,
             push_configs_are_kept_per_task,
             retry_drops_the_failed_attempts_output,
+            a_long_turns_log_reads_and_drops_whole,
             a_superseded_attempt_cannot_write,
             dead_letter_fails_the_task,
             expired_terminal_tasks_are_swept,

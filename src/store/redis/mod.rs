@@ -2,10 +2,11 @@
 //! through the hash-tagged keys of [`keys`]).
 //!
 //! - Store: each task is a hash (`seq`, `data`, and its event log as `e:<seq>` fields) with its
-//!   push configs in a second hash. A change is computed in Rust by the same state machine as the embedded
-//!   store ([`transition`]) from the task at sequence N, then applied by one Lua script only if
-//!   the task is still at N (optimistic concurrency across instances); the script also queues or
-//!   acknowledges the turn's job, schedules expiry and publishes the event, all atomically.
+//!   push configs in a second hash. A change is computed in Rust by the same state machine as
+//!   the embedded store ([`transition`]) from the task at sequence N, then applied by one Lua
+//!   script only if the task is still at N (optimistic concurrency across instances); the
+//!   script also queues or acknowledges the turn's job, schedules expiry and publishes the
+//!   event, all atomically.
 //! - Queue: a stream read by one consumer group; each instance reads on its own connection,
 //!   keeps the entries its workers hold alive, and reclaims entries whose worker went silent
 //!   past the visibility timeout (its attempt counted, dead-lettered after the last one).
