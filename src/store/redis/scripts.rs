@@ -29,6 +29,20 @@ impl Publishing {
     }
 }
 
+/// Lua shared by the scripts that touch a task's event log: `log_slices(from, to, f)` calls
+/// `f(first, fields)` with the log's field names `e:<from>`..`e:<to>` in slices of at most 500
+/// (a Lua call takes a bounded number of arguments), `first` the seq of the slice's first.
+const LOG_SLICES: &str = r#"
+local function log_slices(from, to, f)
+  while from <= to do
+    local fields = {}
+    for s = from, math.min(to, from + 499) do fields[#fields + 1] = 'e:' .. s end
+    f(from, fields)
+    from = from + 500
+  end
+end
+"#;
+
 /// One write to a task: its new record, the events it logs (one change's, or a run of a turn's
 /// progress events flushed together), queue effects and publication. The changes were computed
 /// in Rust from the task at sequence ARGV[1]; the script applies them only if the task is still
@@ -59,7 +73,9 @@ impl Publishing {
 /// Returns {"ok", claimed entry id or "", claimed job JSON or "", push configs...}.
 pub static APPLY: LazyLock<Publishing> = LazyLock::new(|| {
     Publishing::new(
-        r#"
+        &[
+            LOG_SLICES,
+            r#"
 local head = redis.call('HMGET', KEYS[1], 'seq', 'events')
 local seq = head[1]
 if ARGV[1] == '' then
@@ -79,14 +95,9 @@ if #KEYS > 10 then
   redis.call('ZADD', KEYS[14], position, ARGV[11])
 end
 if ARGV[5] ~= '' then
-  -- In slices: a Lua call takes a bounded number of arguments.
-  local from, to = tonumber(ARGV[4]) + 1, tonumber(ARGV[5])
-  while from <= to do
-    local fields = {}
-    for s = from, math.min(to, from + 499) do fields[#fields + 1] = 'e:' .. s end
+  log_slices(tonumber(ARGV[4]) + 1, tonumber(ARGV[5]), function(_, fields)
     logged = logged - redis.call('HDEL', KEYS[1], unpack(fields))
-    from = from + 500
-  end
+  end)
 end
 local published = tonumber(ARGV[29])
 local first = 30 + published
@@ -159,6 +170,8 @@ if ARGV[15] == '1' then
 end
 return out
 "#,
+        ]
+        .concat(),
     )
 });
 
@@ -166,24 +179,24 @@ return out
 /// KEYS: 1 task.
 pub static READ_LOG: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r#"
-local last = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+        &[
+            LOG_SLICES,
+            r#"
 local out = {}
-local from = tonumber(ARGV[1]) + 1
-while from <= last do
-  local fields = {}
-  for s = from, math.min(last, from + 499) do fields[#fields + 1] = 'e:' .. s end
+local last = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+log_slices(tonumber(ARGV[1]) + 1, last, function(first, fields)
   local values = redis.call('HMGET', KEYS[1], unpack(fields))
-  for i, v in ipairs(fields) do
+  for i = 1, #fields do
     if values[i] then
-      out[#out + 1] = from + i - 1
+      out[#out + 1] = first + i - 1
       out[#out + 1] = values[i]
     end
   end
-  from = from + 500
-end
+end)
 return out
 "#,
+        ]
+        .concat(),
     )
 });
 

@@ -83,7 +83,7 @@ impl SessionIndex for RedisSessions {
         }
         let mut pipe = redis::pipe();
         for task_id in &task_ids {
-            pipe.hget(self.keys.task(task_id), "data").hget(self.keys.task(task_id), "events");
+            pipe.cmd("HMGET").arg(self.keys.task(task_id)).arg("data").arg("events");
         }
         let read: Vec<(Option<Vec<u8>>, Option<u64>)> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         let mut found = Vec::new();
