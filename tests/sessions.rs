@@ -146,14 +146,15 @@ async fn paging_returns_every_session_once_while_new_ones_begin() {
     for _ in 0..45 {
         existing.insert(send_in(&s, None, "done", None).await["contextId"].as_str().unwrap().to_string());
     }
-    // New sessions keep beginning while the listing is paged through.
+    // New sessions keep beginning while the listing is paged through (a bounded number: a writer
+    // faster than the pager would otherwise keep the listing growing for ever).
     let writer = {
         let (base, stop) = (s.url(""), std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)));
         let flag = stop.clone();
         let handle = tokio::spawn(async move {
             let client = reqwest::Client::new();
             let mut sent = 0;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) && sent < 50 {
                 let body = json!({"jsonrpc": "2.0", "id": 1, "method": "message/send",
                                   "params": {"message": user_message("meanwhile")}});
                 let response = client.post(format!("{base}/agents/done")).json(&body).send().await.unwrap();

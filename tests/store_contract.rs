@@ -181,6 +181,44 @@ async fn a_creation_answered_at_the_turns_end_runs_like_any_other(b: Backend) {
     assert_eq!(indexed.iter().map(|t| t.task.task.id.as_str()).collect::<Vec<_>>(), vec!["t1"]);
 }
 
+/// A context id generated for its task begins a session (indexed without a look-up), whether
+/// the creation is written at once or with its turn's end.
+async fn a_generated_context_begins_its_session(b: Backend) {
+    let generated = |change: Change, at_turn_end: bool| match change {
+        Change::Create { task, agent, user, job, push_config, callback, .. } => Change::Create {
+            task,
+            agent,
+            user,
+            job,
+            push_config,
+            new_context: true,
+            callback,
+            answered_at_turn_end: at_turn_end,
+        },
+        other => other,
+    };
+    b.store.apply(generated(create_in("g1", "default", "gen-1", "alice"), false)).await.unwrap();
+    b.store.apply(generated(create_in("g2", "default", "gen-2", "bob"), true)).await.unwrap();
+    for _ in 0..2 {
+        let job = next_job(&b).await;
+        b.store.apply(Change::StartTurn { job: job.clone() }).await.unwrap();
+        b.store.apply(finish(&job.task_id, &job.id, TaskState::Completed)).await.unwrap();
+    }
+    let s = &b.sessions;
+    let all = s.sessions("default", None, 0, 10).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["gen-1", "gen-2"]);
+    assert_eq!((all[0].user_id.as_str(), all[1].user_id.as_str()), ("alice", "bob"));
+    assert!(all[0].position < all[1].position && all[0].created_ms > 0, "{all:?}");
+    let bobs: Vec<String> =
+        s.sessions("default", Some("bob"), 0, 10).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(bobs, ["gen-2"]);
+    for (context, task) in [("gen-1", "g1"), ("gen-2", "g2")] {
+        let tasks = s.session_tasks("default", context).await.unwrap();
+        assert_eq!(tasks.iter().map(|t| t.task.task.id.as_str()).collect::<Vec<_>>(), [task]);
+        assert_eq!(tasks[0].task.task.status.state, TaskState::Completed);
+    }
+}
+
 /// A kept-back creation whose turn fails is written with its retry, which runs like any other.
 async fn a_creation_answered_at_the_turns_end_is_retried(b: Backend) {
     b.store.apply(create_answered_at_turn_end("t1", "j1")).await.unwrap();
@@ -251,7 +289,11 @@ async fn push_configs_are_kept_per_task(b: Backend) {
     b.store.set_push_config("t1", config("b")).await.unwrap();
     b.store.set_push_config("t1", config("b")).await.unwrap();
     assert_eq!(b.store.push_configs("t1").await.unwrap().len(), 2);
-    // Status changes carry the configs, read in the same write.
+    // Status changes carry the configs, read in the same write: from the turn's first on, even
+    // for configs set after the task was created.
+    let job = next_job(&b).await;
+    let working = b.store.apply(Change::StartTurn { job }).await.unwrap();
+    assert_eq!(working.push_configs.len(), 2, "the turn's `working` is pushed");
     let applied = b.store.apply(finish("t1", "j1", TaskState::InputRequired)).await.unwrap();
     assert_eq!(applied.push_configs.len(), 2);
     assert!(b.store.delete_push_config("t1", "a").await.unwrap());
@@ -547,7 +589,8 @@ macro_rules! contract_tests {
             subscribers_see_events_after_they_are_readable,
             dead_letters_are_listed_and_requeued,
             an_apps_tasks_are_found_and_removed,
-            sessions_are_indexed_in_the_order_they_begin
+            sessions_are_indexed_in_the_order_they_begin,
+            a_generated_context_begins_its_session
             $(, $extra)*
         );
     };

@@ -168,9 +168,17 @@ struct LiveTask {
     /// Progress events of the running turn not written yet, oldest first.
     pending: Vec<PendingEvent>,
     flush_scheduled: bool,
-    /// The job of a creation not written yet (see [`Change::defers_creation`]): its turn was
-    /// handed to a worker here without a queue entry, and the task's first write creates it.
-    kept_back: Option<Job>,
+    /// A creation not written yet (see [`Change::defers_creation`]): its turn was handed to a
+    /// worker here without a queue entry, and the task's first write creates it.
+    kept_back: Option<KeptBack>,
+}
+
+/// A creation kept back until the task's first write.
+#[derive(Clone)]
+struct KeptBack {
+    job: Job,
+    /// The task's context id was generated for it: its session is new.
+    new_context: bool,
 }
 
 #[derive(Clone)]
@@ -216,6 +224,9 @@ struct WriteEffects<'a> {
     /// The acknowledged job was never queued in Redis (a kept-back creation's): nothing to
     /// take off the queue.
     job_unqueued: bool,
+    /// A creation whose context id was generated for it: its session is begun without checking
+    /// whether another task began it.
+    new_session: bool,
 }
 
 impl Shared {
@@ -359,7 +370,9 @@ impl Shared {
             if keep_back {
                 if let Some(job) = effects.enqueue {
                     let seq = stored.seq;
-                    self.keep_live(&task_id, stored.clone(), 0, pending, Some(job.clone()));
+                    let new_context = matches!(change, Change::Create { new_context: true, .. });
+                    let kept = KeptBack { job: job.clone(), new_context };
+                    self.keep_live(&task_id, stored.clone(), 0, pending, Some(kept));
                     self.lease(&job.id, Some(String::new()));
                     let turn_here = self.ready.0.try_send(job).is_ok();
                     return Ok(Applied { seq, event, task: stored, push_configs: Vec::new(), turn_here });
@@ -381,6 +394,10 @@ impl Shared {
                 effects,
                 enqueue_due_ms: None,
                 job_unqueued: kept_back.is_some(),
+                new_session: match &kept_back {
+                    Some(kept) => kept.new_context,
+                    None => matches!(change, Change::Create { new_context: true, .. }),
+                },
             };
             match self.write(&task_id, persisted_seq, &stored, &pending, &write).await {
                 Ok(Written::Done { push_configs, claimed }) => {
@@ -399,8 +416,8 @@ impl Shared {
                 // described a state that no longer exists.
                 Ok(Written::Conflict) => fresh = true,
                 Err(e) => {
-                    if let Some(job) = &kept_back {
-                        self.abandon(&task_id, job, &e);
+                    if let Some(kept) = &kept_back {
+                        self.abandon(&task_id, &kept.job, &e);
                     }
                     // Otherwise the turn fails and its retry re-creates the progress that was pending.
                     return Err(e);
@@ -418,7 +435,7 @@ impl Shared {
         task: Arc<StoredTask>,
         persisted_seq: u64,
         pending: Vec<PendingEvent>,
-        kept_back: Option<Job>,
+        kept_back: Option<KeptBack>,
     ) {
         let mut live = self.live();
         if live.len() >= LIVE_CACHE_LIMIT {
@@ -471,6 +488,7 @@ impl Shared {
         let write = WriteEffects {
             effects: Effects { enqueue: Some(job.clone()), ..Effects::default() },
             enqueue_due_ms: due_ms,
+            new_session: first.new_context,
             ..WriteEffects::default()
         };
         match self.write(task_id, None, &task, &live.pending, &write).await {
@@ -489,7 +507,7 @@ impl Shared {
             }
             Ok(Written::Exists | Written::Conflict) => Err(StoreError::TaskExists(task_id.to_string())),
             Err(e) => {
-                self.abandon(task_id, &first, &e);
+                self.abandon(task_id, &first.job, &e);
                 Err(e)
             }
         }
@@ -497,7 +515,7 @@ impl Shared {
 
     /// Tasks kept back here, with their jobs.
     pub(super) fn kept_back(&self) -> Vec<(String, Job)> {
-        self.live().iter().filter_map(|(id, l)| l.kept_back.clone().map(|job| (id.clone(), job))).collect()
+        self.live().iter().filter_map(|(id, l)| l.kept_back.as_ref().map(|k| (id.clone(), k.job.clone()))).collect()
     }
 
     /// Writes the pending progress of a task.
@@ -615,7 +633,10 @@ impl Shared {
         } else {
             invocation.arg("").arg("").arg("");
         }
-        invocation.arg(write.enqueue_due_ms.map(|ms| ms.to_string()).unwrap_or_default());
+        invocation
+            .arg(write.enqueue_due_ms.map(|ms| ms.to_string()).unwrap_or_default())
+            .arg(if write.new_session { "1" } else { "" })
+            .arg(if stored.has_push { "1" } else { "" });
         let published: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).filter(|p| !p.is_empty()).collect();
         invocation.arg(published.len());
         for payload in published {
@@ -733,6 +754,10 @@ impl TaskStore for RedisBackend {
     async fn set_push_config(&self, task_id: &str, config: PushNotificationConfig) -> Result<(), StoreError> {
         let k = &self.0.keys;
         let id = config.id.clone().unwrap_or_else(|| task_id.to_string());
+        if let Some(live) = self.0.live().get_mut(task_id) {
+            // A turn running here tells its status changes to the new config from now on.
+            Arc::make_mut(&mut live.task).has_push = true;
+        }
         let stored: i64 = scripts::SET_PUSH
             .key(k.task(task_id))
             .key(k.push(task_id))

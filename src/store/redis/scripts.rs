@@ -52,6 +52,8 @@ end
 /// The task's event log lives in its hash next to the record: field `e:<seq>` per event, and
 /// `events` counts them. One key per task keeps the keyspace small (every lookup of a task's
 /// keys is a probe of Redis's main dictionary), and the record and its new events are one HSET.
+/// Field `push` is set once the task has push configs: a task without any (most) costs no call
+/// on its push hash.
 ///
 /// A created task (ARGV[1] = "") also enters its session's index, which is begun (numbered with
 /// the next position) when this is the context's first task.
@@ -68,7 +70,9 @@ end
 ///       instance has an idle worker: claim the next queue entry for it, 24 this instance's
 ///       consumer name, 25/26/27 on a creation the user, the creation ms and the context id,
 ///       28 when the enqueued job is due, in ms ("" = at once: it enters the queue; else it
-///       waits in the delayed set), 29 P = how many payloads to publish, 30...29+P the payloads
+///       waits in the delayed set), 29 "1" = a creation whose context id was generated for it
+///       (its session is new: no check that another task began it), 30 "1" = the record says
+///       the task has push configs, 31 P = how many payloads to publish, 32...31+P the payloads
 ///       (`{"src","seq","event"[,"task"]}`), then one (`e:<seq>`, event JSON) pair per event
 /// Returns {"ok", claimed entry id or "", claimed job JSON or "", push configs...}.
 pub static APPLY: LazyLock<Publishing> = LazyLock::new(|| {
@@ -76,7 +80,7 @@ pub static APPLY: LazyLock<Publishing> = LazyLock::new(|| {
         &[
             LOG_SLICES,
             r#"
-local head = redis.call('HMGET', KEYS[1], 'seq', 'events')
+local head = redis.call('HMGET', KEYS[1], 'seq', 'events', 'push')
 local seq = head[1]
 if ARGV[1] == '' then
   if seq then return {'exists'} end
@@ -84,11 +88,19 @@ elseif seq ~= ARGV[1] then
   return {'conflict'}
 end
 local logged = tonumber(head[2]) or 0
+local new_push = ARGV[13] ~= '' and not head[3]
+local has_push = head[3] or ARGV[30] == '1' or ARGV[13] ~= ''
 if #KEYS > 10 then
   -- One counter numbers sessions and the tasks within them, so both list in creation order.
   local position = redis.call('INCR', KEYS[15])
-  if redis.call('HSETNX', KEYS[11], 'user', ARGV[25]) == 1 then
+  local begun = ARGV[29] == '1'
+  if begun then
+    redis.call('HSET', KEYS[11], 'user', ARGV[25], 'created', ARGV[26], 'position', position)
+  elseif redis.call('HSETNX', KEYS[11], 'user', ARGV[25]) == 1 then
+    begun = true
     redis.call('HSET', KEYS[11], 'created', ARGV[26], 'position', position)
+  end
+  if begun then
     redis.call('ZADD', KEYS[12], position, ARGV[27])
     redis.call('ZADD', KEYS[13], position, ARGV[27])
   end
@@ -99,10 +111,14 @@ if ARGV[5] ~= '' then
     logged = logged - redis.call('HDEL', KEYS[1], unpack(fields))
   end)
 end
-local published = tonumber(ARGV[29])
-local first = 30 + published
+local published = tonumber(ARGV[31])
+local first = 32 + published
 logged = logged + (#ARGV - first + 1) / 2
-redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'data', ARGV[3], 'events', logged)
+if new_push then
+  redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'data', ARGV[3], 'events', logged, 'push', '1')
+else
+  redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'data', ARGV[3], 'events', logged)
+end
 for i = first, #ARGV, 1000 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(#ARGV, i + 999)))
 end
@@ -129,7 +145,7 @@ end
 if ARGV[9] ~= '' then
   local ttl = tonumber(ARGV[9])
   redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
+  if has_push then redis.call('PEXPIRE', KEYS[2], ttl) end
   redis.call('ZADD', KEYS[7], ARGV[10], ARGV[11])
 end
 if ARGV[14] ~= '' then
@@ -143,7 +159,7 @@ if ARGV[19] ~= '' then
 end
 if ARGV[21] == '1' then
   redis.call('PERSIST', KEYS[1])
-  redis.call('PERSIST', KEYS[2])
+  if has_push then redis.call('PERSIST', KEYS[2]) end
   redis.call('ZREM', KEYS[7], ARGV[11])
 end
 if ARGV[22] ~= '' then
@@ -151,7 +167,7 @@ if ARGV[22] ~= '' then
   if entry then redis.call('XDEL', KEYS[8], entry) end
   redis.call('HDEL', KEYS[9], ARGV[22])
 end
-for p = 30, 29 + published do redis.call('PUBLISH', ARGV[16], ARGV[p]) end
+for p = 32, 31 + published do redis.call('PUBLISH', ARGV[16], ARGV[p]) end
 if ARGV[17] ~= '' then redis.call('PUBLISH', ARGV[17], ARGV[11]) end
 local out = {'ok', '', ''}
 if ARGV[23] == '1' then
@@ -165,7 +181,7 @@ if ARGV[23] == '1' then
     end
   end
 end
-if ARGV[15] == '1' then
+if ARGV[15] == '1' and has_push then
   for _, v in ipairs(redis.call('HVALS', KEYS[2])) do out[#out + 1] = v end
 end
 return out
@@ -273,12 +289,14 @@ return 1
     )
 });
 
-/// Stores a push config. KEYS: 1 task, 2 push. ARGV: 1 config id, 2 JSON.
+/// Stores a push config and flags the task as having some (its `push` field).
+/// KEYS: 1 task, 2 push. ARGV: 1 config id, 2 JSON.
 /// Returns 0 when the task does not exist.
 pub static SET_PUSH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'push', '1')
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
@@ -479,7 +497,7 @@ if ARGV[2] ~= '' then
   if s[2] and s[2] ~= '' and s[2] ~= ARGV[2] then return 'taken:' .. s[2] end
   redis.call('HSET', KEYS[1], 'app', ARGV[2], 'expires', 0, 'limit', 0)
   redis.call('PERSIST', KEYS[1])
-  redis.call('PERSIST', KEYS[2])
+  if has_push then redis.call('PERSIST', KEYS[2]) end
 end
 if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
 return 'ok'
