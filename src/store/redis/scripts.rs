@@ -497,7 +497,7 @@ if ARGV[2] ~= '' then
   if s[2] and s[2] ~= '' and s[2] ~= ARGV[2] then return 'taken:' .. s[2] end
   redis.call('HSET', KEYS[1], 'app', ARGV[2], 'expires', 0, 'limit', 0)
   redis.call('PERSIST', KEYS[1])
-  if has_push then redis.call('PERSIST', KEYS[2]) end
+  redis.call('PERSIST', KEYS[2])
 end
 if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
 return 'ok'
