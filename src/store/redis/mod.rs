@@ -304,6 +304,7 @@ impl Shared {
     /// written with the turn's end, so such a task costs one write in all.
     async fn apply(self: &Arc<Self>, change: Change, letter: Option<&DeadLetter>) -> Result<Applied, StoreError> {
         let task_id = change.task_id().to_string();
+        let creates_new_context = matches!(change, Change::Create { new_context: true, .. });
         let _serialized = self.stripe(&task_id).lock().await;
         // A creation a worker here can take at once stays here until its turn ends.
         let keep_back = change.defers_creation()
@@ -370,8 +371,7 @@ impl Shared {
             if keep_back {
                 if let Some(job) = effects.enqueue {
                     let seq = stored.seq;
-                    let new_context = matches!(change, Change::Create { new_context: true, .. });
-                    let kept = KeptBack { job: job.clone(), new_context };
+                    let kept = KeptBack { job: job.clone(), new_context: creates_new_context };
                     self.keep_live(&task_id, stored.clone(), 0, pending, Some(kept));
                     self.lease(&job.id, Some(String::new()));
                     let turn_here = self.ready.0.try_send(job).is_ok();
@@ -394,10 +394,7 @@ impl Shared {
                 effects,
                 enqueue_due_ms: None,
                 job_unqueued: kept_back.is_some(),
-                new_session: match &kept_back {
-                    Some(kept) => kept.new_context,
-                    None => matches!(change, Change::Create { new_context: true, .. }),
-                },
+                new_session: kept_back.as_ref().map_or(creates_new_context, |kept| kept.new_context),
             };
             match self.write(&task_id, persisted_seq, &stored, &pending, &write).await {
                 Ok(Written::Done { push_configs, claimed }) => {

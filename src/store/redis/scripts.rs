@@ -72,7 +72,7 @@ end
 ///       28 when the enqueued job is due, in ms ("" = at once: it enters the queue; else it
 ///       waits in the delayed set), 29 "1" = a creation whose context id was generated for it
 ///       (its session is new: no check that another task began it), 30 "1" = the record says
-///       the task has push configs, 31 P = how many payloads to publish, 32...31+P the payloads
+///       the task has push configs (a record written before the `push` field existed), 31 P = how many payloads to publish, 32...31+P the payloads
 ///       (`{"src","seq","event"[,"task"]}`), then one (`e:<seq>`, event JSON) pair per event
 /// Returns {"ok", claimed entry id or "", claimed job JSON or "", push configs...}.
 pub static APPLY: LazyLock<Publishing> = LazyLock::new(|| {
@@ -88,7 +88,6 @@ elseif seq ~= ARGV[1] then
   return {'conflict'}
 end
 local logged = tonumber(head[2]) or 0
-local new_push = ARGV[13] ~= '' and not head[3]
 local has_push = head[3] or ARGV[30] == '1' or ARGV[13] ~= ''
 if #KEYS > 10 then
   -- One counter numbers sessions and the tasks within them, so both list in creation order.
@@ -114,15 +113,14 @@ end
 local published = tonumber(ARGV[31])
 local first = 32 + published
 logged = logged + (#ARGV - first + 1) / 2
-if new_push then
-  redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'data', ARGV[3], 'events', logged, 'push', '1')
-else
-  redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'data', ARGV[3], 'events', logged)
-end
+redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'data', ARGV[3], 'events', logged)
 for i = first, #ARGV, 1000 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(#ARGV, i + 999)))
 end
-if ARGV[13] ~= '' then redis.call('HSET', KEYS[2], ARGV[12], ARGV[13]) end
+if ARGV[13] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[12], ARGV[13])
+  if not head[3] then redis.call('HSET', KEYS[1], 'push', '1') end
+end
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
   if ARGV[28] == '' then
