@@ -675,6 +675,42 @@ async fn redis_writes_a_kept_back_creation_with_its_turns_end_or_at_shutdown() {
     assert_eq!(second.store.get_task("t2").await.unwrap().unwrap().task.status.state, TaskState::Submitted);
 }
 
+/// A session indexed by an earlier version keeps its tasks in a sorted set of its own: they are
+/// still listed (merged in creation order with tasks indexed since), dropped once gone, and
+/// keep the session from being forgotten as empty.
+#[tokio::test]
+async fn redis_reads_a_session_index_of_an_earlier_version() {
+    let redis = common::redis::RedisServer::start();
+    let options = redis_options(&redis);
+    let b = switchyard::store::redis::open(&options).await.unwrap();
+    b.store.apply(create_in("t1", "default", "old", "alice")).await.unwrap();
+    b.store.apply(create_in("t2", "default", "old", "alice")).await.unwrap();
+    // Index t1 as an earlier version did.
+    let session = format!("{{{}}}:session:default:old", options.prefix);
+    let legacy = format!("{{{}}}:session-tasks:default:old", options.prefix);
+    let position = redis.cli(&["HGET", &session, "t:t1"]).trim().to_string();
+    assert!(position.parse::<u64>().is_ok(), "t1's position in its session hash: {position:?}");
+    assert_eq!(redis.cli(&["HDEL", &session, "t:t1"]).trim(), "1");
+    assert_eq!(redis.cli(&["ZADD", &legacy, &position, "t1"]).trim(), "1");
+
+    let s = &b.sessions;
+    let ids = |tasks: Vec<switchyard::store::sessions::SessionTask>| -> Vec<String> {
+        tasks.into_iter().map(|t| t.task.task.id).collect()
+    };
+    assert_eq!(ids(s.session_tasks("default", "old").await.unwrap()), ["t1", "t2"]);
+    let entry = s.session("default", "old").await.unwrap().expect("the session");
+    b.store.apply(Change::Cancel { task_id: "t2".into() }).await.unwrap();
+    assert!(b.store.remove_task("t2").await.unwrap());
+    assert_eq!(ids(s.session_tasks("default", "old").await.unwrap()), ["t1"]);
+    assert!(!s.forget_session(&entry, true).await.unwrap(), "a task in the old index keeps the session");
+    b.store.apply(Change::Cancel { task_id: "t1".into() }).await.unwrap();
+    assert!(b.store.remove_task("t1").await.unwrap());
+    assert!(s.session_tasks("default", "old").await.unwrap().is_empty());
+    assert_eq!(redis.cli(&["EXISTS", &legacy]).trim(), "0", "the old index is emptied as its tasks go");
+    assert!(s.forget_session(&entry, true).await.unwrap());
+    assert_eq!(redis.cli(&["EXISTS", &session]).trim(), "0");
+}
+
 #[tokio::test]
 async fn redis_reclaims_the_job_of_a_silent_worker() {
     let redis = common::redis::RedisServer::start();

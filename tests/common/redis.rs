@@ -67,6 +67,15 @@ impl RedisServer {
         }
     }
 
+    /// What `redis-cli ARGS...` prints, run against the first node of `url` and following
+    /// cluster redirections (for tests that look at or shape what is stored).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let first = self.url.split(',').next().unwrap_or_default();
+        let node = first.trim_start_matches("redis://").trim_end_matches('/');
+        let args: Vec<&str> = ["-c"].into_iter().chain(args.iter().copied()).collect();
+        redis_cli_at(node, &args)
+    }
+
     /// A Redis someone else runs, at `url`.
     pub fn borrowed(url: String) -> RedisServer {
         RedisServer { url, port: 0, child: Default::default(), dir: None }

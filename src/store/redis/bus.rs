@@ -84,7 +84,7 @@ impl RedisBus {
             }
         };
         let mut conn = deployment.subscriber(dispatch).await?;
-        conn.subscribe(&[keys.cancel_channel(), keys.tenancy_channel()])
+        conn.subscribe(&[keys.cancel_channel().to_string(), keys.tenancy_channel().to_string()])
             .await
             .map_err(|e| StoreError::Unavailable(format!("Redis pub/sub: {e}")))?;
         let bus = Arc::new(RedisBus {

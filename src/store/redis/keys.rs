@@ -2,15 +2,60 @@
 //! (`{switchyard}:task:ID`), so each Lua script's keys live in one slot and run unchanged on
 //! Redis Cluster; the cluster then gives one deployment high availability, not sharding.
 
+use std::sync::Arc;
+
 /// Names of a deployment's keys and channels.
 #[derive(Debug, Clone)]
 pub struct Keys {
     base: String,
+    /// The names that do not depend on an id, formatted once (every task write names several).
+    fixed: Arc<Fixed>,
+}
+
+#[derive(Debug)]
+struct Fixed {
+    queue: String,
+    jobs: String,
+    job_entries: String,
+    delayed: String,
+    dead_letters: String,
+    dead_letter_index: String,
+    expiry: String,
+    stats: String,
+    cancel_channel: String,
+    apps: String,
+    app_names: String,
+    signing_keys: String,
+    tenancy_channel: String,
+    session_position: String,
+    deliveries: String,
+    delivery_due: String,
+    delivery_log: String,
 }
 
 impl Keys {
     pub fn new(prefix: &str) -> Keys {
-        Keys { base: format!("{{{prefix}}}") }
+        let base = format!("{{{prefix}}}");
+        let fixed = Arc::new(Fixed {
+            queue: format!("{base}:queue"),
+            jobs: format!("{base}:jobs"),
+            job_entries: format!("{base}:job-entries"),
+            delayed: format!("{base}:delayed"),
+            dead_letters: format!("{base}:dlq"),
+            dead_letter_index: format!("{base}:dlq-index"),
+            expiry: format!("{base}:expiry"),
+            stats: format!("{base}:stats"),
+            cancel_channel: format!("{base}:cancel"),
+            apps: format!("{base}:apps"),
+            app_names: format!("{base}:app-names"),
+            signing_keys: format!("{base}:signing-keys"),
+            tenancy_channel: format!("{base}:tenancy"),
+            session_position: format!("{base}:session-position"),
+            deliveries: format!("{base}:deliveries"),
+            delivery_due: format!("{base}:delivery-due"),
+            delivery_log: format!("{base}:delivery-log"),
+        });
+        Keys { base, fixed }
     }
 
     /// Hash: `seq` (last event), `data` (the StoredTask JSON), and the task's event log:
@@ -25,43 +70,43 @@ impl Keys {
     }
 
     /// Stream: queued turns, field `job` the Job JSON; read by the consumer group.
-    pub fn queue(&self) -> String {
-        format!("{}:queue", self.base)
+    pub fn queue(&self) -> &str {
+        &self.fixed.queue
     }
 
     /// Hash: job id → Job JSON, for every job queued, running or waiting for a retry.
-    pub fn jobs(&self) -> String {
-        format!("{}:jobs", self.base)
+    pub fn jobs(&self) -> &str {
+        &self.fixed.jobs
     }
 
     /// Hash: job id → its entry id in the queue stream.
-    pub fn job_entries(&self) -> String {
-        format!("{}:job-entries", self.base)
+    pub fn job_entries(&self) -> &str {
+        &self.fixed.job_entries
     }
 
     /// Sorted set: job ids waiting for a retry, scored by when they are due (ms).
-    pub fn delayed(&self) -> String {
-        format!("{}:delayed", self.base)
+    pub fn delayed(&self) -> &str {
+        &self.fixed.delayed
     }
 
     /// Stream: dead-lettered jobs, fields `id` (job id) and `letter` (DeadLetter JSON).
-    pub fn dead_letters(&self) -> String {
-        format!("{}:dlq", self.base)
+    pub fn dead_letters(&self) -> &str {
+        &self.fixed.dead_letters
     }
 
     /// Hash: job id → its entry id in the dead-letter stream.
-    pub fn dead_letter_index(&self) -> String {
-        format!("{}:dlq-index", self.base)
+    pub fn dead_letter_index(&self) -> &str {
+        &self.fixed.dead_letter_index
     }
 
     /// Sorted set: terminal task ids scored by when they expire (ms).
-    pub fn expiry(&self) -> String {
-        format!("{}:expiry", self.base)
+    pub fn expiry(&self) -> &str {
+        &self.fixed.expiry
     }
 
     /// Hash: counters (`completed`, `failed`, `canceled`, `processed`, `processing_ms`).
-    pub fn stats(&self) -> String {
-        format!("{}:stats", self.base)
+    pub fn stats(&self) -> &str {
+        &self.fixed.stats
     }
 
     /// Pub/sub channel of one task's events.
@@ -75,28 +120,28 @@ impl Keys {
     }
 
     /// Pub/sub channel of canceled task ids.
-    pub fn cancel_channel(&self) -> String {
-        format!("{}:cancel", self.base)
+    pub fn cancel_channel(&self) -> &str {
+        &self.fixed.cancel_channel
     }
 
     /// Hash: app id → AppRecord JSON.
-    pub fn apps(&self) -> String {
-        format!("{}:apps", self.base)
+    pub fn apps(&self) -> &str {
+        &self.fixed.apps
     }
 
     /// Hash: app name → app id (names are unique).
-    pub fn app_names(&self) -> String {
-        format!("{}:app-names", self.base)
+    pub fn app_names(&self) -> &str {
+        &self.fixed.app_names
     }
 
     /// Hash: key id → KeyRecord JSON (token signing keys).
-    pub fn signing_keys(&self) -> String {
-        format!("{}:signing-keys", self.base)
+    pub fn signing_keys(&self) -> &str {
+        &self.fixed.signing_keys
     }
 
     /// Pub/sub channel announcing that apps or signing keys changed.
-    pub fn tenancy_channel(&self) -> String {
-        format!("{}:tenancy", self.base)
+    pub fn tenancy_channel(&self) -> &str {
+        &self.fixed.tenancy_channel
     }
 
     /// String: requests counted for one rate limit, caller and window (expires with the window).
@@ -104,8 +149,10 @@ impl Keys {
         format!("{}:rate:{limit_key}:{window_start}", self.base)
     }
 
-    /// Hash: a session's `user`, `created` (ms) and `position`. App ids never contain `:`, so
-    /// the context id (anything a client sent) is the whole rest of the name.
+    /// Hash: a session's `user`, `created` (ms) and `position`, and its tasks: `t:<task id>`
+    /// the task's position (from the same counter, so they sort in creation order). App ids
+    /// never contain `:`, so the context id (anything a client sent) is the whole rest of the
+    /// name.
     pub fn session(&self, app: &str, id: &str) -> String {
         format!("{}:session:{app}:{id}", self.base)
     }
@@ -126,14 +173,16 @@ impl Keys {
         format!("{}{user}", self.user_sessions_prefix(app))
     }
 
-    /// Sorted set: a session's task ids scored in creation order (by the session counter).
-    pub fn session_tasks(&self, app: &str, id: &str) -> String {
+    /// Sorted set: a session's task ids scored in creation order (by the session counter), as
+    /// indexed by versions before a session's tasks moved into its hash ([`Keys::session`]);
+    /// still read and emptied, never written.
+    pub fn legacy_session_tasks(&self, app: &str, id: &str) -> String {
         format!("{}:session-tasks:{app}:{id}", self.base)
     }
 
     /// String: the counter that numbers sessions and their tasks in creation order.
-    pub fn session_position(&self) -> String {
-        format!("{}:session-position", self.base)
+    pub fn session_position(&self) -> &str {
+        &self.fixed.session_position
     }
 
     /// Hash: a capture session's `created`, `expires` and `limit` (ms and count, 0 = none),
@@ -159,18 +208,18 @@ impl Keys {
     }
 
     /// Hash: delivery id → Delivery JSON.
-    pub fn deliveries(&self) -> String {
-        format!("{}:deliveries", self.base)
+    pub fn deliveries(&self) -> &str {
+        &self.fixed.deliveries
     }
 
     /// Sorted set: pending delivery ids scored by when they are due (ms).
-    pub fn delivery_due(&self) -> String {
-        format!("{}:delivery-due", self.base)
+    pub fn delivery_due(&self) -> &str {
+        &self.fixed.delivery_due
     }
 
     /// Sorted set: every delivery id with score 0, in lexical (= creation) order.
-    pub fn delivery_log(&self) -> String {
-        format!("{}:delivery-log", self.base)
+    pub fn delivery_log(&self) -> &str {
+        &self.fixed.delivery_log
     }
 
     /// The consumer group of the queue.

@@ -56,11 +56,12 @@ end
 /// on its push hash.
 ///
 /// A created task (ARGV[1] = "") also enters its session's index, which is begun (numbered with
-/// the next position) when this is the context's first task.
+/// the next position) when this is the context's first task: the session's hash holds its
+/// tasks as fields `t:<task id>` (the task's position), so a new session is one key.
 ///
 /// KEYS: 1 task, 2 push, 3 queue, 4 jobs, 5 job entries, 6 delayed, 7 expiry, 8 dead letters,
 ///       9 dead-letter index, 10 stats; on a creation also 11 session, 12 app sessions, 13 user
-///       sessions, 14 session tasks, 15 session position
+///       sessions, 14 session position
 /// ARGV: 1 expected seq ("" = must not exist), 2 new seq, 3 task JSON, 4/5 drop events in
 ///       (from, to] ("" = none), 6/7 enqueue job id/JSON ("" = none), 8 ack job id, 9 TTL ms when
 ///       the task became terminal, 10 expire-at ms, 11 task id, 12/13 push config id/JSON,
@@ -91,19 +92,21 @@ local logged = tonumber(head[2]) or 0
 local has_push = head[3] or ARGV[30] == '1' or ARGV[13] ~= ''
 if #KEYS > 10 then
   -- One counter numbers sessions and the tasks within them, so both list in creation order.
-  local position = redis.call('INCR', KEYS[15])
+  local position = redis.call('INCR', KEYS[14])
+  local task = 't:' .. ARGV[11]
   local begun = ARGV[29] == '1'
   if begun then
-    redis.call('HSET', KEYS[11], 'user', ARGV[25], 'created', ARGV[26], 'position', position)
+    redis.call('HSET', KEYS[11], 'user', ARGV[25], 'created', ARGV[26], 'position', position, task, position)
   elseif redis.call('HSETNX', KEYS[11], 'user', ARGV[25]) == 1 then
     begun = true
-    redis.call('HSET', KEYS[11], 'created', ARGV[26], 'position', position)
+    redis.call('HSET', KEYS[11], 'created', ARGV[26], 'position', position, task, position)
+  else
+    redis.call('HSET', KEYS[11], task, position)
   end
   if begun then
     redis.call('ZADD', KEYS[12], position, ARGV[27])
     redis.call('ZADD', KEYS[13], position, ARGV[27])
   end
-  redis.call('ZADD', KEYS[14], position, ARGV[11])
 end
 if ARGV[5] ~= '' then
   log_slices(tonumber(ARGV[4]) + 1, tonumber(ARGV[5]), function(_, fields)
@@ -437,15 +440,17 @@ return 1
     )
 });
 
-/// Removes a session from the index. KEYS: 1 session, 2 app sessions, 3 session tasks.
-/// ARGV: 1 session id, 2 user sessions key prefix, 3 "1" = only when it has no task indexed.
+/// Removes a session from the index. KEYS: 1 session, 2 app sessions, 3 the session's tasks as
+/// indexed before they moved into its hash (a sorted set). ARGV: 1 session id, 2 user sessions
+/// key prefix, 3 "1" = only when it has no task indexed.
 /// Returns 1, or 0 when there is no such session or it is not empty.
 pub static FORGET_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local user = redis.call('HGET', KEYS[1], 'user')
 if not user then return 0 end
-if ARGV[3] == '1' and redis.call('ZCARD', KEYS[3]) > 0 then return 0 end
+-- Fields user, created and position, then one per task.
+if ARGV[3] == '1' and (redis.call('HLEN', KEYS[1]) > 3 or redis.call('ZCARD', KEYS[3]) > 0) then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', ARGV[2] .. user, ARGV[1])
 redis.call('DEL', KEYS[1], KEYS[3])

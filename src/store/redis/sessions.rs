@@ -1,7 +1,8 @@
-//! The session index on Redis: per session a hash (`user`, `created`, `position`) and a sorted
-//! set of its tasks; per app, and per user of an app, a sorted set of session ids scored by
-//! position. The apply script writes them with the task that begins or joins a session, taking
-//! positions from one counter, so a position is never reused and sessions appear in order.
+//! The session index on Redis: per session a hash (`user`, `created`, `position`, and a field
+//! `t:<task id>` per task holding the task's position); per app, and per user of an app, a
+//! sorted set of session ids scored by position. The apply script writes them with the task
+//! that begins or joins a session, taking positions from one counter, so a position is never
+//! reused and sessions appear in order.
 
 use super::connection::RedisConn;
 use async_trait::async_trait;
@@ -10,6 +11,9 @@ use super::keys::Keys;
 use super::{decode, scripts, unavailable};
 use crate::store::sessions::{SessionEntry, SessionIndex, SessionTask};
 use crate::store::{StoreError, StoredTask};
+
+/// The prefix of a session hash's task fields.
+const TASK_FIELD: &str = "t:";
 
 /// The Redis session index.
 pub struct RedisSessions {
@@ -75,20 +79,31 @@ impl SessionIndex for RedisSessions {
 
     async fn session_tasks(&self, app: &str, id: &str) -> Result<Vec<SessionTask>, StoreError> {
         let mut conn = self.conn.clone();
-        let index = self.keys.session_tasks(app, id);
-        let task_ids: Vec<String> =
-            redis::cmd("ZRANGE").arg(&index).arg(0).arg(-1).query_async(&mut conn).await.map_err(unavailable)?;
-        if task_ids.is_empty() {
+        let session = self.keys.session(app, id);
+        let legacy = self.keys.legacy_session_tasks(app, id);
+        let (fields, legacy_tasks): (Vec<(String, String)>, Vec<(String, u64)>) = redis::pipe()
+            .hgetall(&session)
+            .zrange_withscores(&legacy, 0, -1)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut indexed: Vec<(u64, String)> = fields
+            .into_iter()
+            .filter_map(|(field, position)| Some((position.parse().ok()?, field.strip_prefix(TASK_FIELD)?.to_string())))
+            .chain(legacy_tasks.into_iter().map(|(task_id, position)| (position, task_id)))
+            .collect();
+        if indexed.is_empty() {
             return Ok(Vec::new());
         }
+        indexed.sort_unstable();
         let mut pipe = redis::pipe();
-        for task_id in &task_ids {
+        for (_, task_id) in &indexed {
             pipe.cmd("HMGET").arg(self.keys.task(task_id)).arg("data").arg("events");
         }
         let read: Vec<(Option<Vec<u8>>, Option<u64>)> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         let mut found = Vec::new();
         let mut gone = Vec::new();
-        for (task_id, (data, event_count)) in task_ids.into_iter().zip(read) {
+        for ((_, task_id), (data, event_count)) in indexed.into_iter().zip(read) {
             match data {
                 Some(data) => found
                     .push(SessionTask { task: decode::<StoredTask>(&data)?, event_count: event_count.unwrap_or(0) }),
@@ -96,7 +111,15 @@ impl SessionIndex for RedisSessions {
             }
         }
         if !gone.is_empty() {
-            let _: () = redis::cmd("ZREM").arg(&index).arg(gone).query_async(&mut conn).await.map_err(unavailable)?;
+            let fields: Vec<String> = gone.iter().map(|task_id| format!("{TASK_FIELD}{task_id}")).collect();
+            let _: () = redis::pipe()
+                .hdel(&session, fields)
+                .ignore()
+                .zrem(&legacy, gone)
+                .ignore()
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
         }
         Ok(found)
     }
@@ -106,7 +129,7 @@ impl SessionIndex for RedisSessions {
         let forgotten: i64 = scripts::FORGET_SESSION
             .key(self.keys.session(app, id))
             .key(self.keys.sessions(app))
-            .key(self.keys.session_tasks(app, id))
+            .key(self.keys.legacy_session_tasks(app, id))
             .arg(id)
             .arg(self.keys.user_sessions_prefix(app))
             .arg(if only_if_empty { "1" } else { "" })
