@@ -9,6 +9,36 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
+/// A `:memory:` store lives in a directory named after its process (on tmpfs when there is
+/// one); a killed process cannot delete it, so the next `:memory:` server removes it.
+#[tokio::test]
+async fn a_killed_memory_stores_directory_is_removed_by_the_next_one() {
+    let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm".into() } else { std::env::temp_dir() };
+    let stores_of = |pid: u32| -> Vec<std::path::PathBuf> {
+        let prefix = format!("switchyard-{pid}-");
+        std::fs::read_dir(&base)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)))
+            .map(|e| e.path())
+            .collect()
+    };
+    // On the embedded store whatever the suite's backend: that is where `:memory:` lives.
+    let config = tempfile::tempdir().unwrap();
+    let config_path = config.path().join("config.yaml");
+    std::fs::write(&config_path, CONFIG).unwrap();
+    let mut first = Server::spawn(&config_path, ":memory:", &[]);
+    assert_eq!(first.send_text("done", "hello").await["status"]["state"], "completed");
+    let pid = first.child.id();
+    assert_eq!(stores_of(pid).len(), 1, "the store's directory is named after its process");
+    first.kill9();
+    assert_eq!(stores_of(pid).len(), 1, "a killed process leaves its directory behind");
+
+    let second = Server::spawn(&config_path, ":memory:", &[]);
+    assert!(stores_of(pid).is_empty(), "the next :memory: server removes it");
+    assert_eq!(stores_of(second.child.id()).len(), 1, "and keeps its own");
+}
+
 #[tokio::test]
 async fn acknowledged_tasks_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();

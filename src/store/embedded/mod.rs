@@ -87,7 +87,9 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
     let (path, temporary, kind) = if data_dir == ":memory:" {
         let base =
             if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
-        (base.join(format!("switchyard-{}", uuid::Uuid::new_v4())), true, "memory")
+        remove_abandoned_memory_stores(&base);
+        let name = format!("{MEMORY_STORE_PREFIX}{}-{}", std::process::id(), uuid::Uuid::new_v4());
+        (base.join(name), true, "memory")
     } else {
         (PathBuf::from(data_dir).join("store"), false, "embedded")
     };
@@ -154,6 +156,37 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         capture,
         deliveries,
     })
+}
+
+/// Name prefix of the directory behind a `:memory:` store; the owner's process id and a UUID
+/// follow.
+const MEMORY_STORE_PREFIX: &str = "switchyard-";
+
+/// Removes the directories of `:memory:` stores whose process is gone. A store deletes its own
+/// when it closes, but a killed process leaves it behind, and on tmpfs (`/dev/shm`) it would
+/// hold memory until the next reboot. Only where `/proc` tells which processes live.
+fn remove_abandoned_memory_stores(base: &std::path::Path) {
+    let proc = std::path::Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name.to_str().and_then(|n| n.strip_prefix(MEMORY_STORE_PREFIX)) else { continue };
+        let Some((pid, id)) = owner.split_once('-') else { continue };
+        if pid.parse::<u32>().is_err() || uuid::Uuid::parse_str(id).is_err() || proc.join(pid).exists() {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => {
+                tracing::info!(path = %entry.path().display(), "removed the store of a :memory: process that is gone")
+            }
+            Err(e) => {
+                tracing::debug!(path = %entry.path().display(), error = %e, "cannot remove an abandoned :memory: store")
+            }
+        }
+    }
 }
 
 /// The outcome counters of every stripe.
