@@ -164,7 +164,9 @@ const MEMORY_STORE_PREFIX: &str = "switchyard-";
 
 /// Removes the directories of `:memory:` stores whose process is gone. A store deletes its own
 /// when it closes, but a killed process leaves it behind, and on tmpfs (`/dev/shm`) it would
-/// hold memory until the next reboot. Only where `/proc` tells which processes live.
+/// hold memory until the next reboot. Only where `/proc` tells which processes live; the
+/// processes that share a `/dev/shm` are taken to share one process namespace (a container
+/// gets a `/dev/shm` of its own unless it shares the host's IPC namespace).
 fn remove_abandoned_memory_stores(base: &std::path::Path) {
     let proc = std::path::Path::new("/proc");
     if !proc.join("self").exists() {
