@@ -14,14 +14,20 @@ use serde_json::json;
 #[tokio::test]
 async fn a_killed_memory_stores_directory_is_removed_by_the_next_one() {
     let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm".into() } else { std::env::temp_dir() };
+    // A store's directory and, next to it, the lock its server holds.
     let stores_of = |pid: u32| -> Vec<std::path::PathBuf> {
         let prefix = format!("switchyard-{pid}-");
-        std::fs::read_dir(&base)
+        let mut found: Vec<_> = std::fs::read_dir(&base)
             .unwrap()
             .flatten()
             .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)))
             .map(|e| e.path())
-            .collect()
+            .collect();
+        found.sort();
+        found
+    };
+    let is_store_and_lock = |found: &[std::path::PathBuf]| {
+        found.len() == 2 && found[0].is_dir() && found[1].to_string_lossy().ends_with(".lock")
     };
     // On the embedded store whatever the suite's backend: that is where `:memory:` lives.
     let config = tempfile::tempdir().unwrap();
@@ -30,13 +36,18 @@ async fn a_killed_memory_stores_directory_is_removed_by_the_next_one() {
     let mut first = Server::spawn(&config_path, ":memory:", &[]);
     assert_eq!(first.send_text("done", "hello").await["status"]["state"], "completed");
     let pid = first.child.id();
-    assert_eq!(stores_of(pid).len(), 1, "the store's directory is named after its process");
+    assert!(is_store_and_lock(&stores_of(pid)), "named after its process: {:?}", stores_of(pid));
     first.kill9();
-    assert_eq!(stores_of(pid).len(), 1, "a killed process leaves its directory behind");
+    assert!(is_store_and_lock(&stores_of(pid)), "a killed process leaves its store behind");
 
     let second = Server::spawn(&config_path, ":memory:", &[]);
-    assert!(stores_of(pid).is_empty(), "the next :memory: server removes it");
-    assert_eq!(stores_of(second.child.id()).len(), 1, "and keeps its own");
+    assert_eq!(stores_of(pid), Vec::<std::path::PathBuf>::new(), "the next :memory: server removes it");
+    assert!(is_store_and_lock(&stores_of(second.child.id())), "and keeps its own");
+    // A server that stops removes its own.
+    let second_pid = second.child.id();
+    let mut second = second;
+    second.terminate();
+    assert_eq!(stores_of(second_pid), Vec::<std::path::PathBuf>::new(), "a stopped server leaves nothing");
 }
 
 #[tokio::test]

@@ -93,6 +93,8 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
     } else {
         (PathBuf::from(data_dir).join("store"), false, "embedded")
     };
+    // Locked before the directory exists, so no other server can take it for abandoned.
+    let memory_owner = temporary.then(|| MemoryOwner::lock(&path)).transpose()?;
     let db = Database::builder(&path)
         .temporary(temporary)
         // One background thread for flushes and compactions: on small machines more of them
@@ -144,6 +146,7 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         group,
         task_ttl_ms: options.task_ttl.as_millis() as u64,
         kind,
+        _memory_owner: memory_owner,
     });
     let handle = Arc::new(EmbeddedHandle(store));
     Ok(Backend {
@@ -159,35 +162,60 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
 }
 
 /// Name prefix of the directory behind a `:memory:` store; the owner's process id and a UUID
-/// follow.
+/// follow. Next to the directory, `<name>.lock` is locked by the owner for as long as it runs.
 const MEMORY_STORE_PREFIX: &str = "switchyard-";
+
+/// The lock that marks a `:memory:` store's directory as in use; its file goes when the store
+/// closes (the directory is deleted by fjall).
+struct MemoryOwner {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl MemoryOwner {
+    fn lock(store: &std::path::Path) -> Result<MemoryOwner, StoreError> {
+        let path = lock_path(store);
+        let file = std::fs::File::create(&path).map_err(unavailable)?;
+        file.lock().map_err(unavailable)?;
+        Ok(MemoryOwner { path, _file: file })
+    }
+}
+
+impl Drop for MemoryOwner {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn lock_path(store: &std::path::Path) -> PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
 
 /// Removes the directories of `:memory:` stores whose process is gone. A store deletes its own
 /// when it closes, but a killed process leaves it behind, and on tmpfs (`/dev/shm`) it would
-/// hold memory until the next reboot. Only where `/proc` tells which processes live; the
-/// processes that share a `/dev/shm` are taken to share one process namespace (a container
-/// gets a `/dev/shm` of its own unless it shares the host's IPC namespace).
+/// hold memory until the next reboot. A store is gone when its lock can be taken: the kernel
+/// releases a dead process's locks, whatever process namespace it ran in. A directory without
+/// a lock file (a store closing, or one of an older version) is left alone.
 fn remove_abandoned_memory_stores(base: &std::path::Path) {
-    let proc = std::path::Path::new("/proc");
-    if !proc.join("self").exists() {
-        return;
-    }
     let Ok(entries) = std::fs::read_dir(base) else { return };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(owner) = name.to_str().and_then(|n| n.strip_prefix(MEMORY_STORE_PREFIX)) else { continue };
-        let Some((pid, id)) = owner.split_once('-') else { continue };
-        if pid.parse::<u32>().is_err() || uuid::Uuid::parse_str(id).is_err() || proc.join(pid).exists() {
+        let is_store = entry.file_name().to_str().is_some_and(|n| n.starts_with(MEMORY_STORE_PREFIX));
+        if !is_store || !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        match std::fs::remove_dir_all(entry.path()) {
-            Ok(()) => {
-                tracing::info!(path = %entry.path().display(), "removed the store of a :memory: process that is gone")
-            }
-            Err(e) => {
-                tracing::debug!(path = %entry.path().display(), error = %e, "cannot remove an abandoned :memory: store")
-            }
+        let store = entry.path();
+        let lock = lock_path(&store);
+        let Ok(file) = std::fs::OpenOptions::new().write(true).open(&lock) else { continue };
+        if file.try_lock().is_err() {
+            continue;
         }
+        match std::fs::remove_dir_all(&store) {
+            Ok(()) => tracing::info!(path = %store.display(), "removed the store of a :memory: server that is gone"),
+            Err(e) => tracing::debug!(path = %store.display(), error = %e, "cannot remove an abandoned :memory: store"),
+        }
+        let _ = std::fs::remove_file(&lock);
     }
 }
 
@@ -292,6 +320,8 @@ pub struct EmbeddedStore {
     group: Option<Arc<GroupSync>>,
     task_ttl_ms: u64,
     kind: &'static str,
+    /// Held while a `:memory:` store runs (see [`remove_abandoned_memory_stores`]).
+    _memory_owner: Option<MemoryOwner>,
 }
 
 impl EmbeddedStore {
