@@ -711,6 +711,85 @@ async fn redis_reads_a_session_index_of_an_earlier_version() {
     assert_eq!(redis.cli(&["EXISTS", &session]).trim(), "0");
 }
 
+/// A kept-back creation that begins a session is written by a plain transaction instead of the
+/// APPLY script: the keys and fields it leaves are the script's, for the task (record, log,
+/// expiry), its session (hash, app and user lists, numbered by the same counter) and the counters.
+#[tokio::test]
+async fn redis_writes_a_kept_back_creation_as_the_script_would() {
+    let redis = common::redis::RedisServer::start();
+    let mut options = redis_options(&redis);
+    options.prefetch = 4;
+    let b = switchyard::store::redis::open(&options).await.unwrap();
+    let with_generated_context = |change: Change, at_turn_end: bool| match change {
+        Change::Create { task, agent, user, job, push_config, callback, .. } => Change::Create {
+            task,
+            agent,
+            user,
+            job,
+            push_config,
+            new_context: true,
+            callback,
+            answered_at_turn_end: at_turn_end,
+        },
+        other => other,
+    };
+    let transactions = || {
+        let stats = redis.cli(&["INFO", "commandstats"]);
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_exec:calls=")?.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // By the script: written at once. By the transaction: kept back, written with its turn's end.
+    b.store.apply(with_generated_context(create_in("s1", "default", "ctx-s", "alice"), false)).await.unwrap();
+    b.store.apply(with_generated_context(create_in("p1", "default", "ctx-p", "alice"), true)).await.unwrap();
+    let before = transactions();
+    for _ in 0..2 {
+        let job = next_job(&b).await;
+        b.store.apply(Change::StartTurn { job: job.clone() }).await.unwrap();
+        b.store.apply(chunk_of(&job, "hello")).await.unwrap();
+        b.store.apply(finish(&job.task_id, &job.id, TaskState::Completed)).await.unwrap();
+    }
+    assert_eq!(transactions(), before + 1, "one kept-back creation, one transaction");
+
+    let key = |suffix: String| format!("{{{}}}:{suffix}", options.prefix);
+    let sorted_fields = |hash: &str| {
+        let mut fields: Vec<String> = redis.cli(&["HKEYS", hash]).lines().map(str::to_string).collect();
+        fields.sort();
+        fields
+    };
+    let (script_task, plain_task) = (key("task:s1".into()), key("task:p1".into()));
+    assert_eq!(sorted_fields(&plain_task), sorted_fields(&script_task));
+    assert_eq!(sorted_fields(&plain_task), ["data", "e:1", "e:2", "e:3", "e:4", "events", "seq"]);
+    assert_eq!(redis.cli(&["HMGET", &plain_task, "seq", "events"]).trim(), "4\n4");
+    let ttl: i64 = redis.cli(&["PTTL", &plain_task]).trim().parse().unwrap();
+    assert!(ttl > 0, "a terminal task expires: PTTL {ttl}");
+    assert!(redis.cli(&["ZSCORE", &key("expiry".into()), "p1"]).trim().parse::<u64>().is_ok());
+
+    let (script_session, plain_session) = (key("session:default:ctx-s".into()), key("session:default:ctx-p".into()));
+    assert_eq!(sorted_fields(&plain_session), ["created", "position", "t:p1", "user"]);
+    assert_eq!(
+        sorted_fields(&script_session).len(),
+        sorted_fields(&plain_session).len(),
+        "{:?}",
+        sorted_fields(&script_session)
+    );
+    let position = redis.cli(&["HGET", &plain_session, "position"]).trim().to_string();
+    assert_eq!(redis.cli(&["HGET", &plain_session, "t:p1"]).trim(), position);
+    assert_eq!(redis.cli(&["HGET", &plain_session, "user"]).trim(), "alice");
+    for list in [key("sessions:default".into()), key("user-sessions:default:alice".into())] {
+        assert_eq!(redis.cli(&["ZSCORE", &list, "ctx-p"]).trim(), position, "{list}");
+    }
+    let sessions = b.sessions.sessions("default", Some("alice"), 0, 10).await.unwrap();
+    assert_eq!(sessions.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["ctx-s", "ctx-p"]);
+    let tasks = b.sessions.session_tasks("default", "ctx-p").await.unwrap();
+    assert_eq!(tasks.iter().map(|t| (t.task.task.id.as_str(), t.event_count)).collect::<Vec<_>>(), [("p1", 4)]);
+    let stats = b.queue.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.running, stats.completed), (0, 0, 2));
+    let events = b.store.events_after("p1", 0).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+}
+
 #[tokio::test]
 async fn redis_reclaims_the_job_of_a_silent_worker() {
     let redis = common::redis::RedisServer::start();

@@ -43,6 +43,20 @@ local function log_slices(from, to, f)
 end
 "#;
 
+/// Begins a new session with its first task: the `begun` case of APPLY's session index, run
+/// inside the transaction of a plain creation (see `Shared::create_plainly`). Sent as EVAL with
+/// its source (which Redis compiles once and caches): a script missing from Redis's cache would
+/// fail alone inside the transaction, leaving the task written without its session.
+/// KEYS: 1 session, 2 app sessions, 3 user sessions, 4 session position.
+/// ARGV: 1 task id, 2 user, 3 creation ms, 4 context id.
+pub const BEGIN_SESSION: &str = r#"
+local position = redis.call('INCR', KEYS[4])
+redis.call('HSET', KEYS[1], 'user', ARGV[2], 'created', ARGV[3], 'position', position, 't:' .. ARGV[1], position)
+redis.call('ZADD', KEYS[2], position, ARGV[4])
+redis.call('ZADD', KEYS[3], position, ARGV[4])
+return position
+"#;
+
 /// One write to a task: its new record, the events it logs (one change's, or a run of a turn's
 /// progress events flushed together), queue effects and publication. The changes were computed
 /// in Rust from the task at sequence ARGV[1]; the script applies them only if the task is still
