@@ -733,12 +733,17 @@ async fn redis_writes_a_kept_back_creation_as_the_script_would() {
         },
         other => other,
     };
+    // Summed over every node (on a cluster only the deployment's slot's master counts any).
     let transactions = || {
-        let stats = redis.cli(&["INFO", "commandstats"]);
-        stats
-            .lines()
-            .find_map(|l| l.strip_prefix("cmdstat_exec:calls=")?.split(',').next()?.parse::<u64>().ok())
-            .unwrap_or(0)
+        let nodes = redis.url.split(',').map(|n| n.trim().trim_start_matches("redis://").trim_end_matches('/'));
+        nodes
+            .map(|node| {
+                common::redis::redis_cli_at(node, &["INFO", "commandstats"])
+                    .lines()
+                    .find_map(|l| l.strip_prefix("cmdstat_exec:calls=")?.split(',').next()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum::<u64>()
     };
     // By the script: written at once. By the transaction: kept back, written with its turn's end.
     b.store.apply(with_generated_context(create_in("s1", "default", "ctx-s", "alice"), false)).await.unwrap();
