@@ -40,12 +40,11 @@ async fn a_killed_memory_stores_directory_is_removed_by_the_next_one() {
     first.kill9();
     assert!(is_store_and_lock(&stores_of(pid)), "a killed process leaves its store behind");
 
-    let second = Server::spawn(&config_path, ":memory:", &[]);
+    let mut second = Server::spawn(&config_path, ":memory:", &[]);
     assert_eq!(stores_of(pid), Vec::<std::path::PathBuf>::new(), "the next :memory: server removes it");
     assert!(is_store_and_lock(&stores_of(second.child.id())), "and keeps its own");
     // A server that stops removes its own.
     let second_pid = second.child.id();
-    let mut second = second;
     second.terminate();
     assert_eq!(stores_of(second_pid), Vec::<std::path::PathBuf>::new(), "a stopped server leaves nothing");
 }

@@ -80,6 +80,24 @@ fn create_in(task_id: &str, app: &str, context: &str, user: &str) -> Change {
     change
 }
 
+/// `change` (a creation) with its context id generated for it, answered at once or at its
+/// turn's end.
+fn with_generated_context(change: Change, at_turn_end: bool) -> Change {
+    match change {
+        Change::Create { task, agent, user, job, push_config, callback, .. } => Change::Create {
+            task,
+            agent,
+            user,
+            job,
+            push_config,
+            new_context: true,
+            callback,
+            answered_at_turn_end: at_turn_end,
+        },
+        other => other,
+    }
+}
+
 fn chunk(task_id: &str, text: &str, append: bool) -> Change {
     Change::Artifact {
         task_id: task_id.into(),
@@ -184,21 +202,8 @@ async fn a_creation_answered_at_the_turns_end_runs_like_any_other(b: Backend) {
 /// A context id generated for its task begins a session (indexed without a look-up), whether
 /// the creation is written at once or with its turn's end.
 async fn a_generated_context_begins_its_session(b: Backend) {
-    let generated = |change: Change, at_turn_end: bool| match change {
-        Change::Create { task, agent, user, job, push_config, callback, .. } => Change::Create {
-            task,
-            agent,
-            user,
-            job,
-            push_config,
-            new_context: true,
-            callback,
-            answered_at_turn_end: at_turn_end,
-        },
-        other => other,
-    };
-    b.store.apply(generated(create_in("g1", "default", "gen-1", "alice"), false)).await.unwrap();
-    b.store.apply(generated(create_in("g2", "default", "gen-2", "bob"), true)).await.unwrap();
+    b.store.apply(with_generated_context(create_in("g1", "default", "gen-1", "alice"), false)).await.unwrap();
+    b.store.apply(with_generated_context(create_in("g2", "default", "gen-2", "bob"), true)).await.unwrap();
     for _ in 0..2 {
         let job = next_job(&b).await;
         b.store.apply(Change::StartTurn { job: job.clone() }).await.unwrap();
@@ -720,19 +725,6 @@ async fn redis_writes_a_kept_back_creation_as_the_script_would() {
     let mut options = redis_options(&redis);
     options.prefetch = 4;
     let b = switchyard::store::redis::open(&options).await.unwrap();
-    let with_generated_context = |change: Change, at_turn_end: bool| match change {
-        Change::Create { task, agent, user, job, push_config, callback, .. } => Change::Create {
-            task,
-            agent,
-            user,
-            job,
-            push_config,
-            new_context: true,
-            callback,
-            answered_at_turn_end: at_turn_end,
-        },
-        other => other,
-    };
     // Summed over every node (on a cluster only the deployment's slot's master counts any).
     let transactions = || {
         let nodes = redis.url.split(',').map(|n| n.trim().trim_start_matches("redis://").trim_end_matches('/'));
