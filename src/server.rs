@@ -84,7 +84,7 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
     );
     capture.spawn_sweeper();
     let webhooks = crate::webhooks::Webhooks::new(engine.clone(), deliveries.clone(), backend.limits.clone());
-    let app = http::router(AppState {
+    let app = http::router(AppState::new(http::Shared {
         engine: engine.clone(),
         auth,
         options: Arc::new(options.http.clone()),
@@ -92,7 +92,7 @@ pub async fn serve(options: ServeOptions) -> anyhow_like::Result<()> {
         capture,
         deliveries,
         webhooks,
-    });
+    }));
     tracing::info!(%local, store = backend.store.kind(), workers = options.workers, "switchyard started");
     // Tests and scripts read this line to learn the port when started with --port 0.
     // Handlers first: a SIGTERM sent as soon as the address is printed must shut down gracefully,

@@ -38,9 +38,26 @@ pub struct HttpOptions {
     pub metrics: bool,
 }
 
-/// State shared by all handlers.
+/// State shared by all handlers: one shared allocation, so the clone every extractor and
+/// middleware takes per request is a reference count, not a copy of each part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub engine: Engine,
     pub auth: Arc<crate::auth::Auth>,
     pub options: Arc<HttpOptions>,
