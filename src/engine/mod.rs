@@ -5,7 +5,6 @@ pub mod follow;
 pub mod sessions;
 pub mod state;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,7 +66,7 @@ struct Inner {
     backend: Backend,
     tenants: Tenants,
     /// Cancellation tokens of turns running on this instance.
-    running: Mutex<HashMap<String, CancellationToken>>,
+    running: Mutex<foldhash::HashMap<String, CancellationToken>>,
     push: Deliveries,
     options: EngineOptions,
     shutdown: CancellationToken,
@@ -109,7 +108,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 backend,
                 tenants,
-                running: Mutex::new(HashMap::new()),
+                running: Mutex::default(),
                 push,
                 options,
                 shutdown: CancellationToken::new(),
@@ -361,6 +360,8 @@ impl Engine {
             return self.dead_letter(job, error).await;
         };
         let task = applied.task.task.clone();
+        // Released before the turn runs, so the store can take its cached task without a copy.
+        drop(applied);
         let message =
             task.history.as_ref().and_then(|h| h.iter().rev().find(|m| m.role == crate::protocol::Role::User)).cloned();
         let Some(message) = message else {

@@ -224,17 +224,36 @@ pub struct Task {
 }
 
 impl Task {
-    /// A copy holding at most the `history_length` most recent messages (`0` or `None`: all).
-    pub fn with_history_length(&self, history_length: Option<usize>) -> Task {
-        let mut task = self.clone();
-        let history = task.history.get_or_insert_with(Vec::new);
-        if let Some(n) = history_length.filter(|n| *n > 0) {
-            if history.len() > n {
-                history.drain(..history.len() - n);
-            }
+    /// The task as answered: at most the `history_length` most recent messages (`0` or
+    /// `None`: all), with `history` always present. A view, so answering copies nothing.
+    pub fn with_history_length(&self, history_length: Option<usize>) -> TaskReply<'_> {
+        let history = self.history.as_deref().unwrap_or_default();
+        let keep = history_length.filter(|n| *n > 0).map_or(history.len(), |n| n.min(history.len()));
+        TaskReply {
+            kind: TaskKind,
+            id: &self.id,
+            context_id: &self.context_id,
+            status: &self.status,
+            history: &history[history.len() - keep..],
+            artifacts: self.artifacts.as_ref(),
+            metadata: self.metadata.as_ref(),
         }
-        task
     }
+}
+
+/// A [`Task`] as a reply serializes it, borrowed (see [`Task::with_history_length`]).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskReply<'a> {
+    pub kind: TaskKind,
+    pub id: &'a str,
+    pub context_id: &'a str,
+    pub status: &'a TaskStatus,
+    pub history: &'a [Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<&'a Vec<Artifact>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<&'a Map<String, Value>>,
 }
 
 /// A change of task status, as streamed and logged.

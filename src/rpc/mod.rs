@@ -156,7 +156,7 @@ struct Envelope {
     jsonrpc: Option<Value>,
     id: Option<Box<RawValue>>,
     method: Option<Value>,
-    params: Option<Value>,
+    params: Option<Box<RawValue>>,
 }
 
 /// Validates the envelope and runs the method.
@@ -213,10 +213,24 @@ async fn call(ctx: &RpcContext, request: &RawValue, in_batch: bool) -> Called {
     called
 }
 
-async fn dispatch(ctx: &RpcContext, method: &str, params: Option<Value>, id: Box<RawValue>, in_batch: bool) -> Called {
+async fn dispatch(
+    ctx: &RpcContext,
+    method: &str,
+    raw_params: Option<Box<RawValue>>,
+    id: Box<RawValue>,
+    in_batch: bool,
+) -> Called {
     use methods::*;
+    // `message/send` and `message/stream` read their params straight from the request's JSON;
+    // the other methods take them as a JSON value.
+    let reads_raw = matches!(method, "message/send" | "message/stream");
+    let params = match raw_params.as_deref().filter(|_| !reads_raw).map(|raw| serde_json::from_str(raw.get())) {
+        None => None,
+        Some(Ok(value)) => Some(value),
+        Some(Err(e)) => return Called::Done(id, Err(RpcError::invalid_params(format!("params: {e}")))),
+    };
     let outcome = match method {
-        "message/send" => send::handle(ctx, params).await,
+        "message/send" => send::handle(ctx, raw_params.as_deref()).await,
         "tasks/get" => get::handle(ctx, params).await,
         "tasks/cancel" => cancel::handle(ctx, params).await,
         "tasks/pushNotificationConfig/set" | "tasks/pushNotification/set" => push_config::set(ctx, params).await,
@@ -232,7 +246,7 @@ async fn dispatch(ctx: &RpcContext, method: &str, params: Option<Value>, id: Box
                 );
             }
             let started = if method == "message/stream" {
-                stream::handle(ctx, params).await
+                stream::handle(ctx, raw_params.as_deref()).await
             } else {
                 resubscribe::handle(ctx, params).await
             };

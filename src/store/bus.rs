@@ -1,14 +1,16 @@
 //! In-process fan-out of task events: one broadcast channel per followed task. The embedded
 //! backend publishes into it directly; the Redis backend feeds it from pub/sub.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{EventBus, LoggedEvent, StoreError, StoredTask};
+use serde_json::value::RawValue;
+
+use super::{EventBus, LoggedEvent, Snapshot, StoreError, StoredTask};
 use crate::protocol::StreamEvent;
 
 /// Events a slow subscriber may fall behind before it re-reads the log.
@@ -40,13 +42,25 @@ impl LocalBus {
     }
 
     /// Sends an event to the task's subscribers. A final event carries the task as it ended the
-    /// turn (so a waiting `message/send` need not read it back).
-    pub fn publish(&self, task_id: &str, seq: u64, event: &StreamEvent, task: &Arc<StoredTask>) {
-        if !self.channels().contains_key(task_id) {
-            return;
+    /// turn (so a waiting `message/send` need not read it back), with its JSON when `json` has it.
+    pub fn publish(
+        &self,
+        task_id: &str,
+        seq: u64,
+        event: &StreamEvent,
+        task: &Arc<StoredTask>,
+        json: Option<Arc<RawValue>>,
+    ) {
+        let mut channels = self.channels();
+        let Some(sender) = channels.get(task_id) else { return };
+        let is_final = event.is_final();
+        if sender.receiver_count() > 0 {
+            let snapshot = is_final.then(|| Snapshot { task: task.clone(), json });
+            let _ = sender.send(Arc::new(LoggedEvent { seq, event: event.clone(), snapshot }));
         }
-        let snapshot = event.is_final().then(|| task.clone());
-        self.deliver(task_id, Arc::new(LoggedEvent { seq, event: event.clone(), snapshot }));
+        if sender.receiver_count() == 0 || is_final {
+            channels.remove(task_id);
+        }
     }
 
     /// Sends a logged event to the task's subscribers; returns whether anyone still follows the

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 
 use crate::protocol::{Artifact, Message, PushNotificationConfig, StreamEvent, Task, TaskStatus};
@@ -80,6 +81,49 @@ pub struct StoredTask {
     pub callback: Option<CallbackTarget>,
 }
 
+impl StoredTask {
+    /// The record's JSON, built around the task's own JSON, which is returned too: a blocking
+    /// `message/send` answers with the task exactly as it was stored, not encoded a second time.
+    /// The bytes are those `serde_json` writes for the record itself.
+    pub fn encode_record(&self) -> (Vec<u8>, Arc<RawValue>) {
+        let task = serde_json::value::to_raw_value(&self.task).unwrap_or_default();
+        let record = RecordJson {
+            task: &task,
+            app: &self.app,
+            user: &self.user,
+            agent: &self.agent,
+            seq: self.seq,
+            job_id: &self.job_id,
+            has_push: self.has_push,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+            turn_started_ms: self.turn_started_ms,
+            attempt: self.attempt,
+            callback: &self.callback,
+        };
+        (serde_json::to_vec(&record).unwrap_or_default(), Arc::from(task))
+    }
+}
+
+/// [`StoredTask`] as it serializes, with the task already encoded (see
+/// [`StoredTask::encode_record`]); a test checks the two write the same bytes.
+#[derive(Serialize)]
+struct RecordJson<'a> {
+    task: &'a RawValue,
+    app: &'a str,
+    user: &'a str,
+    agent: &'a str,
+    seq: u64,
+    job_id: &'a Option<String>,
+    has_push: bool,
+    created_ms: u64,
+    updated_ms: u64,
+    turn_started_ms: u64,
+    attempt: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callback: &'a Option<CallbackTarget>,
+}
+
 /// A callback: the URL a finished turn's task is POSTed to, signed with the secret if any.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallbackTarget {
@@ -130,7 +174,15 @@ pub struct LoggedEvent {
     pub event: StreamEvent,
     /// On the bus, a final event carries the task as it ended the turn, so a waiting
     /// `message/send` answers without reading it back.
-    pub snapshot: Option<Arc<StoredTask>>,
+    pub snapshot: Option<Snapshot>,
+}
+
+/// The task a final event carries on the bus.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub task: Arc<StoredTask>,
+    /// The task's JSON as its record holds it, when the writer kept it.
+    pub json: Option<Arc<RawValue>>,
 }
 
 /// A change to one task. Each produces exactly one logged event.
@@ -453,4 +505,67 @@ pub struct Backend {
     pub limits: Arc<dyn limits::RateCounter>,
     pub capture: Arc<dyn capture::CaptureStore>,
     pub deliveries: Arc<dyn deliveries::DeliveryStore>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Part, TaskKind, TaskState};
+
+    /// Every field set, so a field `RecordJson` lacks or spells differently shows.
+    fn stored(callback: Option<CallbackTarget>) -> StoredTask {
+        let message = |id: &str| Message {
+            kind: crate::protocol::MessageKind,
+            message_id: id.into(),
+            role: crate::protocol::Role::User,
+            parts: vec![Part::text("hello \"quoted\" \u{e9}")],
+            task_id: Some("t1".into()),
+            context_id: Some("c1".into()),
+            reference_task_ids: Some(vec!["t0".into()]),
+            extensions: None,
+            metadata: Some(serde_json::Map::from_iter([("k".to_string(), serde_json::json!([1, null]))])),
+        };
+        StoredTask {
+            task: Task {
+                kind: TaskKind,
+                id: "t1".into(),
+                context_id: "c1".into(),
+                status: TaskStatus::now(TaskState::Completed, Some(message("m2"))),
+                history: Some(vec![message("m1")]),
+                artifacts: Some(vec![Artifact {
+                    artifact_id: "a1".into(),
+                    parts: vec![Part::text("hello")],
+                    name: Some("echo".into()),
+                    description: None,
+                    extensions: None,
+                    metadata: None,
+                }]),
+                metadata: None,
+            },
+            app: "default".into(),
+            user: "u1".into(),
+            agent: "echo".into(),
+            seq: 4,
+            job_id: Some("j1".into()),
+            has_push: true,
+            created_ms: 1,
+            updated_ms: 2,
+            turn_started_ms: 3,
+            attempt: 1,
+            callback,
+        }
+    }
+
+    #[test]
+    fn a_record_built_around_its_task_json_is_the_record_serde_writes() {
+        for callback in [None, Some(CallbackTarget { url: "https://example.com/cb".into(), secret: Some("s".into()) })]
+        {
+            let stored = stored(callback);
+            let (record, task) = stored.encode_record();
+            assert_eq!(String::from_utf8(record).unwrap(), serde_json::to_string(&stored).unwrap());
+            assert_eq!(task.get(), serde_json::to_string(&stored.task).unwrap());
+            // And what a reply that cuts no history writes.
+            assert_eq!(task.get(), serde_json::to_string(&stored.task.with_history_length(None)).unwrap());
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! `message/stream`: like `message/send`, answered as Server-Sent Events: the Task first, then
 //! every status and artifact update of the turn, closing after the final one.
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::engine::follow::follow;
 use crate::engine::Reply;
@@ -10,7 +10,7 @@ use crate::rpc::{RpcContext, Streamed};
 use crate::store::LoggedEvent;
 
 /// Handles `message/stream`.
-pub async fn handle(ctx: &RpcContext, params: Option<Value>) -> Streamed {
+pub async fn handle(ctx: &RpcContext, params: Option<&RawValue>) -> Streamed {
     let p = super::send::parse(params)?;
     let submitted =
         ctx.engine.submit(ctx.origin(), p.message, p.push_config, p.metadata, Reply::Following, None).await?;

@@ -24,7 +24,9 @@ mod keys;
 mod sessions;
 mod tenants;
 
-use std::collections::{HashMap, HashSet};
+// foldhash: these maps are keyed by task and job ids on every change; SipHash cost more
+// than the lookups themselves.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::hash::BuildHasher;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -137,7 +139,7 @@ pub fn open(data_dir: &str, options: &EmbeddedOptions) -> Result<Backend, StoreE
         stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
         outcomes,
         session_creations: Mutex::new(sessions::SessionCreations::new(session_position)),
-        hasher: std::collections::hash_map::RandomState::new(),
+        hasher: foldhash::fast::RandomState::default(),
         bus: bus.clone(),
         ready_tx,
         ready_rx,
@@ -309,7 +311,7 @@ pub struct EmbeddedStore {
     outcomes: Vec<Mutex<Outcomes>>,
     /// Sessions being indexed by task creations not committed yet.
     session_creations: Mutex<sessions::SessionCreations>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::fast::RandomState,
     bus: Arc<LocalBus>,
     ready_tx: async_channel::Sender<Job>,
     ready_rx: async_channel::Receiver<Job>,
@@ -445,6 +447,7 @@ impl EmbeddedStore {
                 && effects.enqueue.is_none()
                 && effects.ack.is_none()
                 && effects.push_config.is_none());
+        let mut task_json = None;
         if only_progress {
             pending.push((seq, encoded_event));
         } else {
@@ -452,7 +455,9 @@ impl EmbeddedStore {
             let t = &self.t;
             let first_write = kept_back.take();
             if sync || !keep_live || first_write.is_some() {
-                batch.insert(&t.tasks, task_id.as_str(), encode(&stored));
+                let (record, json) = stored.encode_record();
+                batch.insert(&t.tasks, task_id.as_str(), record);
+                task_json = Some(json);
             }
             if let Some((from, to)) = effects.drop_events {
                 pending.retain(|(seq, _)| *seq <= from || *seq > to);
@@ -501,7 +506,7 @@ impl EmbeddedStore {
             Vec::new()
         };
         let stored = Arc::new(stored);
-        self.bus.publish(&task_id, seq, &event, &stored);
+        self.bus.publish(&task_id, seq, &event, &stored, task_json);
         if canceled {
             self.bus.announce_cancel(&task_id);
         }

@@ -20,6 +20,7 @@ use super::keys::Keys;
 use crate::protocol::StreamEvent;
 use crate::store::bus::LocalBus;
 use crate::store::capture::{CapturedEvent, LiveCaptures};
+use crate::store::Snapshot;
 use crate::store::{EventBus, LoggedEvent, StoreError, StoredTask};
 
 enum Command {
@@ -184,8 +185,11 @@ fn on_push(
                     return;
                 }
             };
-            let event =
-                LoggedEvent { seq: published.seq, event: published.event, snapshot: published.task.map(Arc::new) };
+            let event = LoggedEvent {
+                seq: published.seq,
+                event: published.event,
+                snapshot: published.task.map(|task| Snapshot { task: Arc::new(task), json: None }),
+            };
             if !local.deliver(task_id, Arc::new(event)) {
                 let _ = commands.send(Command::Unsubscribe(Followed::Task(task_id.to_string())));
             }

@@ -585,6 +585,7 @@ impl Shared {
         }
         let k = &self.keys;
         let effects = &write.effects;
+        let (record, task_json) = stored.encode_record();
         let (drop_from, drop_to) = match effects.drop_events {
             Some((from, to)) => (from.to_string(), to.to_string()),
             None => (String::new(), String::new()),
@@ -613,7 +614,7 @@ impl Shared {
             .key(k.stats())
             .arg(expected.map(|s| s.to_string()).unwrap_or_default())
             .arg(stored.seq)
-            .arg(encode(&**stored))
+            .arg(&record)
             .arg(drop_from)
             .arg(drop_to)
             .arg(&job_id)
@@ -668,7 +669,7 @@ impl Shared {
             Some(b"ok") if reply.len() >= 3 => {
                 // Followers here hear it directly; other instances through pub/sub.
                 for event in events {
-                    self.bus.local().publish(task_id, event.seq, &event.event, stored);
+                    self.bus.local().publish(task_id, event.seq, &event.event, stored, Some(task_json.clone()));
                 }
                 let claimed = match (String::from_utf8_lossy(&reply[1]).into_owned(), &reply[2]) {
                     (entry, job) if !entry.is_empty() => Some((entry, decode::<Job>(job)?)),
@@ -713,19 +714,13 @@ impl Shared {
             .arg(stored.created_ms)
             .arg(context)
             .ignore();
-        let record = transaction.cmd("HSET");
-        record
-            .arg(&task_key)
-            .arg("seq")
-            .arg(stored.seq)
-            .arg("data")
-            .arg(encode(&**stored))
-            .arg("events")
-            .arg(events.len());
+        let (record, task_json) = stored.encode_record();
+        let hset = transaction.cmd("HSET");
+        hset.arg(&task_key).arg("seq").arg(stored.seq).arg("data").arg(&record).arg("events").arg(events.len());
         for event in events {
-            record.arg(format!("e:{}", event.seq)).arg(&event.json);
+            hset.arg(format!("e:{}", event.seq)).arg(&event.json);
         }
-        record.ignore();
+        hset.ignore();
         if effects.terminal {
             let ttl = self.options.task_ttl.as_millis() as u64;
             transaction.cmd("PEXPIRE").arg(&task_key).arg(ttl).ignore();
@@ -742,7 +737,7 @@ impl Shared {
         self.writes_failing.store(reply.is_err(), Ordering::Release);
         reply.map_err(unavailable)?;
         for event in events {
-            self.bus.local().publish(task_id, event.seq, &event.event, stored);
+            self.bus.local().publish(task_id, event.seq, &event.event, stored, Some(task_json.clone()));
         }
         Ok(Written::Done { push_configs: Vec::new(), claimed: None })
     }
