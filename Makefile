@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/switchyard
 
-.PHONY: run build test unit test-redis test-redis-cluster conformance conformance-redis bench lint fmt
+.PHONY: run build dist test unit test-redis test-redis-cluster conformance conformance-redis bench lint fmt
 
 ## Run the server with ./config.yaml and the embedded store in ./data.
 run:
@@ -11,6 +11,10 @@ run:
 ## One release build serves the binary, the Rust tests, conformance and the benchmark.
 build:
 	$(CARGO) build --release --locked
+
+## The optimized binary (target/dist/switchyard): what `make bench` measures and what to deploy.
+dist:
+	$(CARGO) build --profile dist --locked --bin switchyard
 
 ## Every test: Rust unit and integration tests (the HTTP suites once per backend), then the
 ## official-SDK conformance suite. Redis tests start their own redis-server (or use REDIS_URL).
@@ -38,8 +42,8 @@ conformance-redis: build
 	CONFORMANCE_BACKEND=redis conformance/run.sh $(BIN)
 
 ## Load benchmark side by side with the official SDK servers (not part of CI).
-bench: build
-	bench/run.sh $(BIN)
+bench: dist
+	BENCH_PROFILE=dist bench/run.sh target/dist/switchyard
 
 lint:
 	$(CARGO) fmt --check

@@ -21,6 +21,8 @@
 #   BENCH_PEERS_DIR     where shared/peers/setup.sh installs the peers (default /tmp/switchyard-peers)
 #   BENCH_PEERS_SRC     the shared/peers checkout (default: ../shared/peers next to the repo)
 #   BENCH_TOOLS_DIR     where oha is installed if it is not found (default ~/.cache/switchyard-bench)
+#   BENCH_PROFILE       cargo profile the ceiling server is built with, to match the switchyard
+#                       binary under test (default release; `make bench` measures `dist`)
 #
 # Output: a table on stdout and target/bench/results.json. Exits non-zero if any server
 # answered with a non-2xx status, had transport errors, or did not complete a task.
@@ -234,9 +236,10 @@ run_switchyard() {
 
 # The harness's ceiling: HTTP, JSON and oha on this machine, with no store and no agent.
 if wants ceiling; then
-  (cd "$REPO" && cargo build --release --quiet --example bench_ceiling) >&2 || die "cannot build examples/bench_ceiling.rs"
+  profile="${BENCH_PROFILE:-release}"
+  (cd "$REPO" && cargo build --profile "$profile" --quiet --example bench_ceiling) >&2 || die "cannot build examples/bench_ceiling.rs"
   port="$(free_port)"
-  "$REPO/target/release/examples/bench_ceiling" "$port" >"$WORK/ceiling.log" 2>&1 &
+  "$REPO/target/$profile/examples/bench_ceiling" "$port" >"$WORK/ceiling.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
   wait_for_port "$pid" "$port" "$WORK/ceiling.log"
