@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{Engine, EngineError};
@@ -102,6 +103,48 @@ pub fn follow(
             }
         }
     })
+}
+
+/// The event that ends the turn a caller started (a blocking `message/send`, a webhook that
+/// waits): the first final event after `after`, in `missed` or then on the bus. Events before
+/// it are only counted, not copied. Whatever the bus leaves in doubt (a lag, a gap, an
+/// interrupted feed, a silent spell) is settled by [`follow`] from the task's log. None when
+/// the follow ended without one.
+pub async fn turn_end(
+    engine: Engine,
+    task_id: String,
+    mut live_events: broadcast::Receiver<Arc<LoggedEvent>>,
+    missed: Vec<LoggedEvent>,
+    after: u64,
+) -> Result<Option<LoggedEvent>, EngineError> {
+    let mut last = after;
+    for event in missed {
+        last = last.max(event.seq);
+        if event.event.is_final() {
+            return Ok(Some(event));
+        }
+    }
+    loop {
+        match tokio::time::timeout(RESYNC_AFTER, live_events.recv()).await {
+            Ok(Ok(event)) if event.seq <= last => {}
+            Ok(Ok(event)) if event.seq == last + 1 => {
+                if event.event.is_final() {
+                    return Ok(Some(LoggedEvent::clone(&event)));
+                }
+                last = event.seq;
+            }
+            _ => break,
+        }
+    }
+    let missed = engine.events_after(&task_id, last).await?;
+    let mut events = follow(engine, task_id, live_events, missed, last, true);
+    while let Some(event) = events.next().await {
+        let event = event?;
+        if event.event.is_final() {
+            return Ok(Some(event));
+        }
+    }
+    Ok(None)
 }
 
 /// Resumes following a task from another connection (`tasks/resubscribe`, browser streams).

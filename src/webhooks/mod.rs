@@ -20,13 +20,12 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use bytes::Bytes;
-use futures::StreamExt;
 
 use crate::agents::Agent;
 use crate::clock::now_ms;
 use crate::config::{resolve_env, ResponseMode, SignatureScheme, TriggerConfig, TriggerInput};
 use crate::delivery::Deliveries;
-use crate::engine::follow::follow;
+use crate::engine::follow::turn_end;
 use crate::engine::{Engine, EngineError, Origin, Reply};
 use crate::protocol::{parts_text, Message, MessageKind, Part, Role, Task, TaskState};
 use crate::store::limits::{Hit, RateCounter};
@@ -152,17 +151,10 @@ impl Webhooks {
         };
         let Some(live) = submitted.events.filter(|_| sync) else { return Ok(accepted(task)) };
         let task_id = task.id.clone();
-        let mut events =
-            follow(self.engine.clone(), task_id.clone(), live, submitted.missed, submitted.applied.seq, true);
-        let finished = tokio::time::timeout(trigger.response.timeout(), async {
-            while let Some(event) = events.next().await {
-                if event?.event.is_final() {
-                    return Ok::<bool, EngineError>(true);
-                }
-            }
-            Ok(false)
-        })
-        .await;
+        let end = turn_end(self.engine.clone(), task_id.clone(), live, submitted.missed, submitted.applied.seq);
+        let finished =
+            tokio::time::timeout(trigger.response.timeout(), async { Ok::<bool, EngineError>(end.await?.is_some()) })
+                .await;
         let stored = self.engine.task(&task_id).await?;
         match finished {
             Ok(Ok(true)) => Ok(WebhookReply::Done { task: Box::new(stored.task) }),

@@ -1,12 +1,11 @@
 //! `message/send`: starts or continues a task and, unless `configuration.blocking` is false,
 //! waits until the turn ends (terminal or interrupted state) before answering with the task.
 
-use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::engine::follow::follow;
+use crate::engine::follow::turn_end;
 use crate::engine::{Reply, Submitted};
 use crate::protocol::{Message, MessageSendConfiguration, PushNotificationConfig};
 use crate::rpc::error::RpcError;
@@ -95,25 +94,18 @@ pub async fn handle(ctx: &RpcContext, params: Option<&RawValue>) -> Outcome {
     // Not held while the turn runs: the store takes its cached task without a copy when no
     // one else holds it.
     drop(applied);
-    // Following handles lags, gaps and interrupted feeds by reading the task's log.
-    let mut events = follow(ctx.engine.clone(), task_id.clone(), live, missed, seq, true);
-    while let Some(event) = events.next().await {
-        let event = event?;
-        if event.event.is_final() {
-            if let Some(snapshot) = &event.snapshot {
-                // The worker's write may still await its fsync (`--fsync always`).
-                ctx.engine.backend().store.flushed().await.map_err(crate::engine::EngineError::from)?;
-                let task = &snapshot.task.task;
-                // The task as stored is the answer when no history is cut.
-                let whole =
-                    task.history.as_ref().is_some_and(|h| p.history_length.is_none_or(|n| n == 0 || n >= h.len()));
-                if let Some(json) = snapshot.json.as_deref().filter(|_| whole) {
-                    return Ok(json.to_owned());
-                }
-                return raw(&task.with_history_length(p.history_length));
-            }
-            break;
+    // Without the task as the turn ended (it came from the log), it is read back.
+    let end = turn_end(ctx.engine.clone(), task_id.clone(), live, missed, seq).await?;
+    if let Some(snapshot) = end.and_then(|event| event.snapshot) {
+        // The worker's write may still await its fsync (`--fsync always`).
+        ctx.engine.backend().store.flushed().await.map_err(crate::engine::EngineError::from)?;
+        let task = &snapshot.task.task;
+        // The task as stored is the answer when no history is cut.
+        let whole = task.history.as_ref().is_some_and(|h| p.history_length.is_none_or(|n| n == 0 || n >= h.len()));
+        if let Some(json) = snapshot.json.as_deref().filter(|_| whole) {
+            return Ok(json.to_owned());
         }
+        return raw(&task.with_history_length(p.history_length));
     }
     let stored = ctx.engine.task(&task_id).await?;
     raw(&stored.task.with_history_length(p.history_length))
