@@ -52,9 +52,9 @@ load() {
   grep -q 'Success rate:.*100.00%' "$WORK/oha.txt" || { cat "$WORK/oha.txt" >&2; exit 1; }
 }
 load 500
-callgrind_control -i on "$PID" >/dev/null
+callgrind_control -i on "$PID" >/dev/null 2>&1
 load "$REQUESTS"
-callgrind_control -i off "$PID" >/dev/null
-callgrind_control -d "$PID" >/dev/null
+callgrind_control -i off "$PID" >/dev/null 2>&1
+callgrind_control -d "$PID" >/dev/null 2>&1
 TOTAL="$(cat "$WORK"/callgrind.* | awk '/^totals:/ {sum += $2} END {print sum + 0}')"
 echo "$(basename "$BIN"): $((TOTAL / REQUESTS)) instructions per message/send ($REQUESTS requests, $TOTAL in all)"
