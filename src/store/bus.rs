@@ -1,14 +1,13 @@
 //! In-process fan-out of task events: one broadcast channel per followed task. The embedded
 //! backend publishes into it directly; the Redis backend feeds it from pub/sub.
 
-use foldhash::{HashMap, HashMapExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tokio::sync::broadcast;
-
+use foldhash::{HashMap, HashMapExt};
 use serde_json::value::RawValue;
+use tokio::sync::broadcast;
 
 use super::{EventBus, LoggedEvent, Snapshot, StoreError, StoredTask};
 use crate::protocol::StreamEvent;
@@ -51,27 +50,26 @@ impl LocalBus {
         task: &Arc<StoredTask>,
         json: Option<Arc<RawValue>>,
     ) {
-        let mut channels = self.channels();
-        let Some(sender) = channels.get(task_id) else { return };
         let is_final = event.is_final();
-        if sender.receiver_count() > 0 {
+        self.send(task_id, is_final, || {
             let snapshot = is_final.then(|| Snapshot { task: task.clone(), json });
-            let _ = sender.send(Arc::new(LoggedEvent { seq, event: event.clone(), snapshot }));
-        }
-        if sender.receiver_count() == 0 || is_final {
-            channels.remove(task_id);
-        }
+            Arc::new(LoggedEvent { seq, event: event.clone(), snapshot })
+        });
     }
 
     /// Sends a logged event to the task's subscribers; returns whether anyone still follows the
     /// task. A final event closes the channel: its subscribers still receive it, and the next
     /// turn's subscribers get a fresh one.
     pub fn deliver(&self, task_id: &str, event: Arc<LoggedEvent>) -> bool {
+        self.send(task_id, event.event.is_final(), || event)
+    }
+
+    /// Sends the event `make` builds (only when the task has subscribers) under one lookup.
+    fn send(&self, task_id: &str, is_final: bool, make: impl FnOnce() -> Arc<LoggedEvent>) -> bool {
         let mut channels = self.channels();
         let Some(sender) = channels.get(task_id) else { return false };
-        let is_final = event.event.is_final();
         if sender.receiver_count() > 0 {
-            let _ = sender.send(event);
+            let _ = sender.send(make());
         }
         if sender.receiver_count() == 0 || is_final {
             channels.remove(task_id);

@@ -24,9 +24,6 @@ mod keys;
 mod sessions;
 mod tenants;
 
-// foldhash: these maps are keyed by task and job ids on every change; SipHash cost more
-// than the lookups themselves.
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::hash::BuildHasher;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +32,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+// foldhash: these maps are keyed by task and job ids on every change; SipHash cost more
+// than the lookups themselves.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use super::bus::LocalBus;
 use super::{

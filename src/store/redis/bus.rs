@@ -20,8 +20,7 @@ use super::keys::Keys;
 use crate::protocol::StreamEvent;
 use crate::store::bus::LocalBus;
 use crate::store::capture::{CapturedEvent, LiveCaptures};
-use crate::store::Snapshot;
-use crate::store::{EventBus, LoggedEvent, StoreError, StoredTask};
+use crate::store::{EventBus, LoggedEvent, Snapshot, StoreError, StoredTask};
 
 enum Command {
     Subscribe(String, oneshot::Sender<Result<(), String>>),
