@@ -5,8 +5,8 @@
 #
 #   bench/instructions.sh PATH_TO_SWITCHYARD_BINARY [REQUESTS]     (default 3000)
 #
-# The server runs the benchmark's echo agent on a fresh embedded store; 500 requests warm it
-# up uninstrumented, then REQUESTS requests (8 connections) are counted.
+# The server runs the benchmark's echo agent (bench/echo.yaml) on a fresh embedded store;
+# 500 requests warm it up uninstrumented, then REQUESTS requests (8 connections) are counted.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: bench/instructions.sh PATH_TO_SWITCHYARD_BINARY [REQUESTS]" >&2; exit 2; }
 BIN="$1"
@@ -23,19 +23,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat >"$WORK/switchyard.yaml" <<'YAML'
-default_agent: echo
-agents:
-  echo:
-    type: echo
-    description: Echoes text back
-    end_state: completed
-    chunk_delay_ms: 0
-YAML
 BODY='{"jsonrpc":"2.0","id":1,"method":"message/send","params":{"message":{"kind":"message","messageId":"m1","role":"user","parts":[{"kind":"text","text":"hello"}]}}}'
 
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.%p" \
-  "$BIN" serve --config "$WORK/switchyard.yaml" --host 127.0.0.1 --port 0 --data-dir "$WORK/data" \
+  "$BIN" serve --config "$(dirname "$0")/echo.yaml" --host 127.0.0.1 --port 0 --data-dir "$WORK/data" \
   >"$WORK/server.log" 2>&1 &
 PID=$!
 PORT=""

@@ -207,21 +207,14 @@ measure() {
 : >"$WORK/runs.tsv"
 
 # --- switchyard -------------------------------------------------------------------------
-cat >"$WORK/switchyard.yaml" <<'EOF'
-agents:
-  echo:
-    type: echo
-    description: Echoes text back
-    end_state: completed
-    chunk_delay_ms: 0
-EOF
+CONFIG="$HERE/echo.yaml"
 
 # Start one switchyard; sets SY_PID and SY_PORT.
 #   start_switchyard NAME DATA_DIR [EXTRA SERVE ARGS...]
 start_switchyard() {
   local name=$1 data_dir=$2
   shift 2
-  "$BIN" serve --config "$WORK/switchyard.yaml" --host 127.0.0.1 --port 0 --data-dir "$data_dir" "$@" \
+  "$BIN" serve --config "$CONFIG" --host 127.0.0.1 --port 0 --data-dir "$data_dir" "$@" \
     >"$WORK/$name.log" 2>"$WORK/$name.log.err" &
   SY_PID=$!
   PIDS+=("$SY_PID")
@@ -379,7 +372,7 @@ run_capture() {
   local redis_url=$1 format=()
   [ "${OHA_JSON[0]}" != "--output-format" ] || format=(--oha-output-format)
   mkdir -p "$WORK/capture-data" "$OUT_DIR"
-  python3 "$HERE/capture.py" --bin "$BIN" --oha "$OHA" "${format[@]}" --config "$WORK/switchyard.yaml" \
+  python3 "$HERE/capture.py" --bin "$BIN" --oha "$OHA" "${format[@]}" --config "$CONFIG" \
     --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" \
     --data-dir "$WORK/capture-data" ${redis_url:+--redis-url "$redis_url"} --out "$OUT_DIR/capture.json" \
     >"$WORK/capture.table" || die "capture benchmark failed"
