@@ -4,6 +4,7 @@
 //! skipped when absent so emitted JSON validates against the official schema.
 
 pub mod card;
+pub mod json;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

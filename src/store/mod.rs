@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 
+use crate::protocol::json::{self, WriteJson};
 use crate::protocol::{Artifact, Message, PushNotificationConfig, StreamEvent, Task, TaskStatus};
 
 /// What went wrong in a backend, in terms the engine can act on.
@@ -84,44 +85,48 @@ pub struct StoredTask {
 impl StoredTask {
     /// The record's JSON, built around the task's own JSON, which is returned too: a blocking
     /// `message/send` answers with the task exactly as it was stored, not encoded a second time.
-    /// The bytes are those `serde_json` writes for the record itself.
+    /// The bytes are those `serde_json` writes for the record itself (a test compares them), in
+    /// fewer instructions (see [`crate::protocol::json`]).
     pub fn encode_record(&self) -> (Vec<u8>, Arc<RawValue>) {
-        let task = serde_json::value::to_raw_value(&self.task).unwrap_or_default();
-        let record = RecordJson {
-            task: &task,
-            app: &self.app,
-            user: &self.user,
-            agent: &self.agent,
-            seq: self.seq,
-            job_id: &self.job_id,
-            has_push: self.has_push,
-            created_ms: self.created_ms,
-            updated_ms: self.updated_ms,
-            turn_started_ms: self.turn_started_ms,
-            attempt: self.attempt,
-            callback: &self.callback,
+        // SAFETY: `WriteJson` writes one well-formed JSON value without surrounding whitespace
+        // (its tests compare it with serde_json's output), so it needs no second parse. It
+        // writes only whole `str`s and ASCII, so the UTF-8 check cannot fail; if it ever did,
+        // serde_json encodes the task instead.
+        let task = match String::from_utf8(self.task.to_json()) {
+            Ok(json) => unsafe { RawValue::from_string_unchecked(json) },
+            Err(_) => serde_json::value::to_raw_value(&self.task).unwrap_or_default(),
         };
-        (serde_json::to_vec(&record).unwrap_or_default(), Arc::from(task))
+        let number = |out: &mut Vec<u8>, key: &[u8], n: u64| {
+            out.extend_from_slice(key);
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        };
+        let mut record = Vec::with_capacity(task.get().len() + 256);
+        record.extend_from_slice(b"{\"task\":");
+        record.extend_from_slice(task.get().as_bytes());
+        record.extend_from_slice(b",\"app\":");
+        json::write_str(&mut record, &self.app);
+        record.extend_from_slice(b",\"user\":");
+        json::write_str(&mut record, &self.user);
+        record.extend_from_slice(b",\"agent\":");
+        json::write_str(&mut record, &self.agent);
+        number(&mut record, b",\"seq\":", self.seq);
+        record.extend_from_slice(b",\"job_id\":");
+        match &self.job_id {
+            Some(job_id) => json::write_str(&mut record, job_id),
+            None => record.extend_from_slice(b"null"),
+        }
+        record.extend_from_slice(if self.has_push { b",\"has_push\":true" } else { b",\"has_push\":false" });
+        number(&mut record, b",\"created_ms\":", self.created_ms);
+        number(&mut record, b",\"updated_ms\":", self.updated_ms);
+        number(&mut record, b",\"turn_started_ms\":", self.turn_started_ms);
+        number(&mut record, b",\"attempt\":", u64::from(self.attempt));
+        if let Some(callback) = &self.callback {
+            record.extend_from_slice(b",\"callback\":");
+            let _ = serde_json::to_writer(&mut record, callback);
+        }
+        record.push(b'}');
+        (record, Arc::from(task))
     }
-}
-
-/// [`StoredTask`] as it serializes, with the task already encoded (see
-/// [`StoredTask::encode_record`]); a test checks the two write the same bytes.
-#[derive(Serialize)]
-struct RecordJson<'a> {
-    task: &'a RawValue,
-    app: &'a str,
-    user: &'a str,
-    agent: &'a str,
-    seq: u64,
-    job_id: &'a Option<String>,
-    has_push: bool,
-    created_ms: u64,
-    updated_ms: u64,
-    turn_started_ms: u64,
-    attempt: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    callback: &'a Option<CallbackTarget>,
 }
 
 /// A callback: the URL a finished turn's task is POSTed to, signed with the secret if any.
@@ -512,8 +517,8 @@ mod tests {
     use super::*;
     use crate::protocol::{Part, TaskKind, TaskState};
 
-    /// Every field set, so a field `RecordJson` lacks or spells differently shows.
-    fn stored(callback: Option<CallbackTarget>) -> StoredTask {
+    /// Every field set, so a field `encode_record` lacks or spells differently shows.
+    fn stored(callback: Option<CallbackTarget>, job_id: Option<String>) -> StoredTask {
         let message = |id: &str| Message {
             kind: crate::protocol::MessageKind,
             message_id: id.into(),
@@ -546,7 +551,7 @@ mod tests {
             user: "u1".into(),
             agent: "echo".into(),
             seq: 4,
-            job_id: Some("j1".into()),
+            job_id,
             has_push: true,
             created_ms: 1,
             updated_ms: 2,
@@ -558,9 +563,9 @@ mod tests {
 
     #[test]
     fn a_record_built_around_its_task_json_is_the_record_serde_writes() {
-        for callback in [None, Some(CallbackTarget { url: "https://example.com/cb".into(), secret: Some("s".into()) })]
-        {
-            let stored = stored(callback);
+        let callback = CallbackTarget { url: "https://example.com/cb".into(), secret: Some("s".into()) };
+        for (callback, job_id) in [(None, Some("j1".into())), (Some(callback), None)] {
+            let stored = stored(callback, job_id);
             let (record, task) = stored.encode_record();
             assert_eq!(String::from_utf8(record).unwrap(), serde_json::to_string(&stored).unwrap());
             assert_eq!(task.get(), serde_json::to_string(&stored.task).unwrap());

@@ -43,6 +43,7 @@ use super::{
 };
 use crate::clock::now_ms;
 use crate::engine::state::transition;
+use crate::protocol::json::WriteJson;
 use crate::protocol::{PushNotificationConfig, StreamEvent};
 
 /// When journal writes are forced to stable storage.
@@ -431,7 +432,7 @@ impl EmbeddedStore {
             return Err(StoreError::TaskNotFound(task_id));
         };
         let keep_live = stored.job_id.is_some() && !stored.task.status.state.is_terminal();
-        let encoded_event = encode(&event);
+        let encoded_event = event.to_json();
         let seq = stored.seq;
         if deferred {
             if let (Some(new_context), Some(job)) = (creates, &effects.enqueue) {

@@ -41,6 +41,7 @@ use keys::Keys;
 use super::{Applied, Backend, Change, DeadLetter, Job, LoggedEvent, StoreError, StoredTask, TaskStore};
 use crate::clock::now_ms;
 use crate::engine::state::{transition, Effects};
+use crate::protocol::json::WriteJson;
 use crate::protocol::{PushNotificationConfig, StreamEvent, TaskState};
 
 /// Settings of the Redis backend.
@@ -193,7 +194,7 @@ struct PendingEvent {
 
 impl PendingEvent {
     fn new(source: &str, seq: u64, event: &StreamEvent, task: &StoredTask, published: bool) -> PendingEvent {
-        let json = encode(event);
+        let json = event.to_json();
         if !published {
             return PendingEvent { seq, event: event.clone(), json, payload: Vec::new() };
         }
