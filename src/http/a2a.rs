@@ -4,9 +4,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +13,7 @@ use axum::Router;
 use futures::{Stream, StreamExt};
 
 use super::auth::{agent_for, unauthorized};
-use super::cards::{base_url, public_card};
+use super::cards::public_card;
 use super::{AppState, HttpError};
 use crate::auth::Caller;
 use crate::engine::follow::resume;
@@ -48,12 +46,13 @@ async fn json_rpc(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
-    let body = match body {
+    // The whole request, not a copy of its headers: they move into the context.
+    let (parts, body) = request.into_parts();
+    let body = match super::read_body(body, state.options.max_body_bytes).await {
         Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+        Err(HttpError(StatusCode::PAYLOAD_TOO_LARGE, _)) => {
             // The rest of the body is never read, so the connection cannot be reused: say so,
             // or keep-alive clients send their next request into a closed socket.
             let error = HttpError(
@@ -62,7 +61,7 @@ async fn json_rpc(
             );
             return ([(header::CONNECTION, "close")], error).into_response();
         }
-        Err(e) => return HttpError(e.status(), e.body_text()).into_response(),
+        Err(e) => return e.into_response(),
     };
     let (tenant, agent) = match agent_for(&state, &caller, &name) {
         Ok(found) => found,
@@ -73,10 +72,11 @@ async fn json_rpc(
         app: tenant.record.id.clone(),
         agent: name,
         user: caller.user().to_string(),
-        last_event_id: last_event_id(&headers),
+        last_event_id: last_event_id(&parts.headers),
         card: CardRequest {
             agent,
-            base_url: base_url(&state, &headers),
+            public_url: state.options.public_url.clone(),
+            headers: parts.headers,
             auth_enabled: state.auth.enabled(),
             authenticated: caller.is_authenticated(),
         },

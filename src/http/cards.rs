@@ -27,7 +27,12 @@ pub fn router() -> Router<AppState> {
 
 /// The base URL clients reached us at: `--public-url`, else X-Forwarded-Proto/Host, else Host.
 pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(url) = &state.options.public_url {
+    base_url_of(state.options.public_url.as_deref(), headers)
+}
+
+/// The base URL from `--public-url` when set, else from the request's headers.
+pub fn base_url_of(public_url: Option<&str>, headers: &HeaderMap) -> String {
+    if let Some(url) = public_url {
         return url.trim_end_matches('/').to_string();
     }
     let header =

@@ -43,16 +43,23 @@ fn needs_escape(word: u64) -> bool {
 
 /// A JSON string literal, escaped exactly as `serde_json` escapes it.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let bytes = s.as_bytes();
     // Eight bytes at a time while none needs an escape: most strings are ids and plain text.
     let mut clean = 0;
-    while let Some(chunk) = bytes.get(clean..clean + 8) {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        if needs_escape(word) {
+    for chunk in bytes.chunks_exact(8) {
+        if needs_escape(u64::from_le_bytes([
+            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+        ])) {
             break;
         }
         clean += 8;
+    }
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    if bytes[clean..].iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
     }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate().skip(clean) {

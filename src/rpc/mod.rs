@@ -39,9 +39,19 @@ impl RpcContext {
 /// The addressed agent and how the caller may see its card.
 pub struct CardRequest {
     pub agent: std::sync::Arc<crate::agents::Agent>,
-    pub base_url: String,
+    /// `--public-url`, else the card's URL comes from `headers` (see [`CardRequest::base_url`]).
+    pub public_url: Option<String>,
+    /// The request's headers (moved, not copied: only the extended card reads them).
+    pub headers: axum::http::HeaderMap,
     pub auth_enabled: bool,
     pub authenticated: bool,
+}
+
+impl CardRequest {
+    /// The base URL the card's `url` starts with.
+    pub fn base_url(&self) -> String {
+        crate::http::cards::base_url_of(self.public_url.as_deref(), &self.headers)
+    }
 }
 
 /// One event of a streaming reply: its log sequence (the SSE `id:`) and its payload.

@@ -31,5 +31,5 @@ pub async fn handle(ctx: &RpcContext, params: Option<Value>) -> Outcome {
         error.unauthorized = true;
         return Err(error);
     }
-    raw(&agent_card(&card.agent, &card.base_url, CardOptions { auth_enabled: true, extended: true }))
+    raw(&agent_card(&card.agent, &card.base_url(), CardOptions { auth_enabled: true, extended: true }))
 }
