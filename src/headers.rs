@@ -1,4 +1,5 @@
-//! Request headers as the capture and webhook paths record and show them.
+//! Request headers: as the capture and webhook paths record and show them, and the base URL
+//! they say clients reached us at.
 
 use std::collections::BTreeMap;
 
@@ -18,4 +19,20 @@ pub fn joined(headers: &HeaderMap) -> BTreeMap<String, String> {
             .or_insert_with(|| value.into_owned());
     }
     out
+}
+
+/// The base URL clients reached us at: `public_url` (`--public-url`) when set, else
+/// X-Forwarded-Proto/Host, else Host.
+pub fn base_url(public_url: Option<&str>, headers: &HeaderMap) -> String {
+    if let Some(url) = public_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    let header =
+        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or("").trim());
+    let proto = match header("x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    let host = header("x-forwarded-host").or_else(|| header("host")).filter(|h| !h.is_empty()).unwrap_or("localhost");
+    format!("{proto}://{host}")
 }

@@ -27,22 +27,7 @@ pub fn router() -> Router<AppState> {
 
 /// The base URL clients reached us at: `--public-url`, else X-Forwarded-Proto/Host, else Host.
 pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    base_url_of(state.options.public_url.as_deref(), headers)
-}
-
-/// The base URL from `--public-url` when set, else from the request's headers.
-pub fn base_url_of(public_url: Option<&str>, headers: &HeaderMap) -> String {
-    if let Some(url) = public_url {
-        return url.trim_end_matches('/').to_string();
-    }
-    let header =
-        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or("").trim());
-    let proto = match header("x-forwarded-proto") {
-        Some(p) if p.eq_ignore_ascii_case("https") => "https",
-        _ => "http",
-    };
-    let host = header("x-forwarded-host").or_else(|| header("host")).filter(|h| !h.is_empty()).unwrap_or("localhost");
-    format!("{proto}://{host}")
+    crate::headers::base_url(state.options.public_url.as_deref(), headers)
 }
 
 /// The public card of an agent, as this server describes it.

@@ -50,7 +50,7 @@ pub struct CardRequest {
 impl CardRequest {
     /// The base URL the card's `url` starts with.
     pub fn base_url(&self) -> String {
-        crate::http::cards::base_url_of(self.public_url.as_deref(), &self.headers)
+        crate::headers::base_url(self.public_url.as_deref(), &self.headers)
     }
 }
 
