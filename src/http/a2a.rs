@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -23,11 +23,10 @@ use crate::rpc::{self, Answer, CardRequest, RpcContext, StreamItem};
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// A2A routes.
-pub fn router(max_body_bytes: usize) -> Router<AppState> {
+pub fn router() -> Router<AppState> {
     Router::new()
         .route("/agents/{name}", post(json_rpc).get(card))
         .route("/agents/{name}/tasks/{id}/events", get(task_events))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
 }
 
 async fn card(State(state): State<AppState>, caller: Caller, Path(name): Path<String>, headers: HeaderMap) -> Response {

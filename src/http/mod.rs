@@ -134,7 +134,7 @@ pub fn router(state: AppState) -> Router {
     let rate_limit = axum::middleware::from_fn_with_state(state.clone(), limits::rate_limit);
     let limited = Router::new()
         .merge(cards::router())
-        .merge(a2a::router(state.options.max_body_bytes))
+        .merge(a2a::router())
         .merge(apps::public_router())
         .merge(capture::router())
         .merge(webhooks::router())

@@ -86,6 +86,18 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// `key` (its punctuation included, as in `,"name":`) followed by the string.
+pub fn write_field(out: &mut Vec<u8>, key: &[u8], value: &str) {
+    out.extend_from_slice(key);
+    write_str(out, value);
+}
+
+/// The opening of a task or task event: `head` (up to the id's key), the id, the context id.
+fn ids(out: &mut Vec<u8>, head: &[u8], id: &str, context_id: &str) {
+    write_field(out, head, id);
+    write_field(out, b",\"contextId\":", context_id);
+}
+
 /// A value through `serde_json` (free-form JSON and rare shapes).
 fn serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     // Writing to a Vec cannot fail, and these types serialize without errors.
@@ -95,8 +107,7 @@ fn serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 /// `,"key":` followed by the string, when present.
 fn opt_string(out: &mut Vec<u8>, key: &[u8], value: &Option<String>) {
     if let Some(value) = value {
-        out.extend_from_slice(key);
-        write_str(out, value);
+        write_field(out, key, value);
     }
 }
 
@@ -148,8 +159,7 @@ impl WriteJson for Part {
 
 impl WriteJson for Message {
     fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"kind\":\"message\",\"messageId\":");
-        write_str(out, &self.message_id);
+        write_field(out, b"{\"kind\":\"message\",\"messageId\":", &self.message_id);
         out.extend_from_slice(match self.role {
             Role::User => b",\"role\":\"user\",\"parts\":",
             Role::Agent => b",\"role\":\"agent\",\"parts\":",
@@ -180,8 +190,7 @@ impl WriteJson for TaskStatus {
 
 impl WriteJson for Artifact {
     fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"artifactId\":");
-        write_str(out, &self.artifact_id);
+        write_field(out, b"{\"artifactId\":", &self.artifact_id);
         out.extend_from_slice(b",\"parts\":");
         list(out, &self.parts);
         opt_string(out, b",\"name\":", &self.name);
@@ -194,10 +203,7 @@ impl WriteJson for Artifact {
 
 impl WriteJson for Task {
     fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"kind\":\"task\",\"id\":");
-        write_str(out, &self.id);
-        out.extend_from_slice(b",\"contextId\":");
-        write_str(out, &self.context_id);
+        ids(out, b"{\"kind\":\"task\",\"id\":", &self.id, &self.context_id);
         out.extend_from_slice(b",\"status\":");
         self.status.write_json(out);
         if let Some(history) = &self.history {
@@ -215,10 +221,7 @@ impl WriteJson for Task {
 
 impl WriteJson for TaskStatusUpdateEvent {
     fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"kind\":\"status-update\",\"taskId\":");
-        write_str(out, &self.task_id);
-        out.extend_from_slice(b",\"contextId\":");
-        write_str(out, &self.context_id);
+        ids(out, b"{\"kind\":\"status-update\",\"taskId\":", &self.task_id, &self.context_id);
         out.extend_from_slice(b",\"status\":");
         self.status.write_json(out);
         out.extend_from_slice(if self.is_final { b",\"final\":true" } else { b",\"final\":false" });
@@ -229,10 +232,7 @@ impl WriteJson for TaskStatusUpdateEvent {
 
 impl WriteJson for TaskArtifactUpdateEvent {
     fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"kind\":\"artifact-update\",\"taskId\":");
-        write_str(out, &self.task_id);
-        out.extend_from_slice(b",\"contextId\":");
-        write_str(out, &self.context_id);
+        ids(out, b"{\"kind\":\"artifact-update\",\"taskId\":", &self.task_id, &self.context_id);
         out.extend_from_slice(b",\"artifact\":");
         self.artifact.write_json(out);
         opt_bool(out, b",\"append\":", self.append);

@@ -103,12 +103,9 @@ impl StoredTask {
         let mut record = Vec::with_capacity(task.get().len() + 256);
         record.extend_from_slice(b"{\"task\":");
         record.extend_from_slice(task.get().as_bytes());
-        record.extend_from_slice(b",\"app\":");
-        json::write_str(&mut record, &self.app);
-        record.extend_from_slice(b",\"user\":");
-        json::write_str(&mut record, &self.user);
-        record.extend_from_slice(b",\"agent\":");
-        json::write_str(&mut record, &self.agent);
+        json::write_field(&mut record, b",\"app\":", &self.app);
+        json::write_field(&mut record, b",\"user\":", &self.user);
+        json::write_field(&mut record, b",\"agent\":", &self.agent);
         number(&mut record, b",\"seq\":", self.seq);
         record.extend_from_slice(b",\"job_id\":");
         match &self.job_id {
