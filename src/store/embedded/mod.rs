@@ -21,6 +21,7 @@
 mod capture;
 mod deliveries;
 mod keys;
+mod log;
 mod sessions;
 mod tenants;
 
@@ -282,7 +283,7 @@ const LOCK_STRIPES: usize = 256;
 struct Tables {
     /// task id → StoredTask JSON
     tasks: Keyspace,
-    /// task id, seq → StreamEvent JSON
+    /// task id, seq of the newest event → the events one write logged (see `log`)
     events: Keyspace,
     /// task id, config id → PushNotificationConfig JSON
     push: Keyspace,
@@ -375,6 +376,38 @@ impl EmbeddedStore {
         Ok(())
     }
 
+    /// Adds to `batch` the removal of a task's logged events `from + 1 ..= to`. A stored group
+    /// that also holds events outside that range is written again with those alone.
+    fn drop_logged(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        task_id: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<(), StoreError> {
+        for item in self.t.events.range(keys::event(task_id, from + 1)..=keys::event(task_id, u64::MAX)) {
+            let (key, value) = item.into_inner().map_err(unavailable)?;
+            let stored = log::entries(&key, &value).count();
+            let kept: Vec<(u64, Vec<u8>)> = log::entries(&key, &value)
+                .filter(|(seq, _)| *seq <= from || *seq > to)
+                .map(|(seq, json)| (seq, json.to_vec()))
+                .collect();
+            if kept.len() == stored {
+                continue;
+            }
+            let rewritten = log::values(task_id, kept);
+            // A batch's writes share one sequence number: the same key must not be both
+            // removed and written in it.
+            if !rewritten.iter().any(|(k, _)| *k == *key) {
+                batch.remove(&self.t.events, key);
+            }
+            for (key, value) in rewritten {
+                batch.insert(&self.t.events, key, value);
+            }
+        }
+        Ok(())
+    }
+
     /// Sequence of the newest logged event of a task.
     fn last_logged_seq(&self, task_id: &str) -> Result<u64, StoreError> {
         match self.t.events.prefix(keys::prefix(task_id)).next_back() {
@@ -462,14 +495,12 @@ impl EmbeddedStore {
             }
             if let Some((from, to)) = effects.drop_events {
                 pending.retain(|(seq, _)| *seq <= from || *seq > to);
-                for seq in from + 1..=to {
-                    batch.remove(&t.events, keys::event(&task_id, seq));
-                }
+                self.drop_logged(&mut batch, &task_id, from, to)?;
             }
-            for (seq, bytes) in pending.drain(..) {
-                batch.insert(&t.events, keys::event(&task_id, seq), bytes);
+            pending.push((seq, encoded_event));
+            for (key, value) in log::values(&task_id, std::mem::take(&mut pending)) {
+                batch.insert(&t.events, key, value);
             }
-            batch.insert(&t.events, keys::event(&task_id, seq), encoded_event);
             if let Some(job) = &effects.enqueue {
                 batch.insert(&t.jobs, job.id.as_str(), encode(job));
             }
@@ -532,8 +563,8 @@ impl EmbeddedStore {
         let (Some(first), Some(task)) = (entry.kept_back.take(), entry.task.clone()) else { return Ok(false) };
         let mut batch = self.batch(true);
         batch.insert(&self.t.tasks, task_id, encode(&*task));
-        for (seq, bytes) in entry.pending.drain(..) {
-            batch.insert(&self.t.events, keys::event(task_id, seq), bytes);
+        for (key, value) in log::values(task_id, std::mem::take(&mut entry.pending)) {
+            batch.insert(&self.t.events, key, value);
         }
         batch.insert(&self.t.jobs, job.id.as_str(), encode(job));
         let _indexed = self.index_session(&mut batch, &task, first.new_context)?;
@@ -668,7 +699,9 @@ impl TaskStore for EmbeddedHandle {
         let range = keys::event(task_id, after + 1)..=keys::event(task_id, u64::MAX);
         for item in self.0.t.events.range(range) {
             let (key, value) = item.into_inner().map_err(unavailable)?;
-            out.push(LoggedEvent { seq: keys::event_seq(&key), event: decode(&value)?, snapshot: None });
+            for (seq, json) in log::entries(&key, &value).filter(|(seq, _)| *seq > after) {
+                out.push(LoggedEvent { seq, event: decode(json)?, snapshot: None });
+            }
         }
         if let Some(task) = live.get(task_id) {
             for (seq, bytes) in task.pending.iter().filter(|(seq, _)| *seq > after) {

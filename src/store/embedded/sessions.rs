@@ -195,8 +195,11 @@ impl EmbeddedStore {
     /// Number of events in a task's log, counting those of a running turn not written yet.
     fn event_count(&self, task_id: &str) -> u64 {
         let live = self.lock(task_id);
-        let written = self.t.events.prefix(keys::prefix(task_id)).count() as u64;
-        written + live.get(task_id).map_or(0, |l| l.pending.len() as u64)
+        let written: usize = (self.t.events.prefix(keys::prefix(task_id)))
+            .filter_map(|item| item.into_inner().ok())
+            .map(|(key, value)| super::log::entries(&key, &value).count())
+            .sum();
+        (written + live.get(task_id).map_or(0, |l| l.pending.len())) as u64
     }
 }
 
