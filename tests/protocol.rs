@@ -747,6 +747,26 @@ async fn parse_error_answers_32700_with_null_id() {
     let body = post_200(&s, "echo", r#"{"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": "#).await;
     expect_error(&body, -32700);
     assert!(body["id"].is_null(), "{body}");
+    // A lone request is read once, straight into its envelope: malformed JSON anywhere in it,
+    // even after a valid id and method, is still a parse error, and well-formed JSON that is not
+    // one request object is an invalid request.
+    for malformed in [
+        r#"{"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": {"parts": [}}}"#,
+        r#"{"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"id": "x"}} trailing"#,
+        r#"{"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"id": "x"},}"#,
+        r#"{"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"id": "\u12"}}"#,
+        "5 x",
+        "",
+    ] {
+        let body = post_200(&s, "echo", malformed).await;
+        expect_error(&body, -32700);
+        assert!(body["id"].is_null(), "{malformed}: {body}");
+    }
+    for not_a_request in ["5", r#""text""#, "null", r#"{"jsonrpc": "2.0", "id": 1, "id": 2, "method": "tasks/get"}"#] {
+        let body = post_200(&s, "echo", not_a_request).await;
+        expect_error(&body, -32600);
+        assert!(body["id"].is_null(), "{not_a_request}: {body}");
+    }
 }
 
 #[tokio::test]

@@ -116,13 +116,16 @@ pub async fn handle(ctx: &RpcContext, body: &[u8]) -> Answer {
     let parse_error = |e: serde_json::Error| {
         Answer::Json(response(&null_id(), &Err(RpcError::new(error::PARSE_ERROR, format!("Parse error: {e}")))))
     };
-    let is_batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    if !is_batch {
-        let request: Box<RawValue> = match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(e) => return parse_error(e),
-        };
-        return match call(ctx, &request, false).await {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'[') {
+        // Not an object: the answer is a parse error or, for well-formed JSON, an invalid request.
+        if first != Some(&b'{') {
+            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                return parse_error(e);
+            }
+        }
+        // An object is read once, straight into its envelope (see `call`).
+        return match call(ctx, body, false).await {
             Called::Done(id, Err(e)) if e.unavailable => Answer::Unavailable(response(&id, &Err(e))),
             Called::Done(id, Err(e)) if e.unauthorized => Answer::Unauthorized(response(&id, &Err(e))),
             Called::Done(id, outcome) => Answer::Json(response(&id, &outcome)),
@@ -142,7 +145,7 @@ pub async fn handle(ctx: &RpcContext, body: &[u8]) -> Answer {
         if i > 0 {
             out.push(b',');
         }
-        let bytes = match call(ctx, item, true).await {
+        let bytes = match call(ctx, item.get().as_bytes(), true).await {
             Called::Done(id, outcome) => response(&id, &outcome),
             Called::Stream(id, _) => {
                 response(&id, &Err(RpcError::invalid_request("streaming methods cannot be batched")))
@@ -169,13 +172,18 @@ struct Envelope {
     params: Option<Box<RawValue>>,
 }
 
-/// Validates the envelope and runs the method.
-async fn call(ctx: &RpcContext, request: &RawValue, in_batch: bool) -> Called {
-    if !request.get().starts_with('{') {
+/// Validates the envelope and runs the method. `request` may be malformed JSON (a lone request
+/// is not checked beforehand): its envelope's fields take any value, so reading it fails only
+/// on a syntax error (a parse error) or on a duplicate field (an invalid request).
+async fn call(ctx: &RpcContext, request: &[u8], in_batch: bool) -> Called {
+    if request.trim_ascii_start().first() != Some(&b'{') {
         return Called::Done(null_id(), Err(RpcError::invalid_request("a request must be a JSON object")));
     }
-    let envelope: Envelope = match serde_json::from_str(request.get()) {
+    let envelope: Envelope = match serde_json::from_slice(request) {
         Ok(e) => e,
+        Err(e) if e.is_syntax() || e.is_eof() || e.is_io() => {
+            return Called::Done(null_id(), Err(RpcError::new(error::PARSE_ERROR, format!("Parse error: {e}"))))
+        }
         Err(e) => return Called::Done(null_id(), Err(RpcError::invalid_request(format!("invalid request: {e}")))),
     };
     // A2A has no notifications: a missing id is answered with id null.
