@@ -145,7 +145,7 @@ async fn next_job(backend: &Backend) -> Job {
 async fn create_task_logs_it_and_queues_its_job(b: Backend) {
     let applied = b.store.apply(create("t1", "j1")).await.unwrap();
     assert_eq!(applied.seq, 1);
-    assert!(matches!(applied.event, StreamEvent::Task(_)));
+    assert!(matches!(applied.event(), StreamEvent::Task(_)));
     let stored = b.store.get_task("t1").await.unwrap().expect("stored");
     assert_eq!(stored.task.status.state, TaskState::Submitted);
     assert_eq!(stored.job_id.as_deref(), Some("j1"));

@@ -322,13 +322,13 @@ impl Engine {
 
     /// Sends push notifications for a status change (never waits for them).
     fn notify(&self, applied: &Applied) {
-        if let Some(callback) = applied.task.callback.as_ref().filter(|_| applied.event.is_final()) {
+        if let Some(callback) = applied.task.callback.as_ref().filter(|_| applied.event().is_final()) {
             self.inner.push.callback(&applied.task.task, callback);
         }
         if applied.push_configs.is_empty() {
             return;
         }
-        if matches!(applied.event, StreamEvent::Status(_) | StreamEvent::Task(_)) {
+        if matches!(applied.event(), StreamEvent::Status(_) | StreamEvent::Task(_)) {
             self.inner.push.push(&applied.task.task, &applied.push_configs);
         }
     }

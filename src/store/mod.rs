@@ -262,7 +262,8 @@ impl Change {
 #[derive(Debug, Clone)]
 pub struct Applied {
     pub seq: u64,
-    pub event: StreamEvent,
+    /// The change's event, shared with the bus's subscribers (not a copy of what they get).
+    pub logged: Arc<LoggedEvent>,
     /// The task after the change.
     pub task: Arc<StoredTask>,
     /// Push configs of the task (read in the same transaction), for status notifications.
@@ -271,6 +272,13 @@ pub struct Applied {
     /// single-process backend), so its events reach followers here without a remote
     /// subscription.
     pub turn_here: bool,
+}
+
+impl Applied {
+    /// The change's event.
+    pub fn event(&self) -> &StreamEvent {
+        &self.logged.event
+    }
 }
 
 /// Durable task state and per-task event logs.

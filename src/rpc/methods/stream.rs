@@ -15,7 +15,7 @@ pub async fn handle(ctx: &RpcContext, params: Option<&RawValue>) -> Streamed {
     let submitted =
         ctx.engine.submit(ctx.origin(), p.message, p.push_config, p.metadata, Reply::Following, None).await?;
     let applied = submitted.applied;
-    let mut initial = vec![LoggedEvent { seq: applied.seq, event: applied.event, snapshot: None }];
+    let mut initial = vec![LoggedEvent { seq: applied.seq, event: applied.event().clone(), snapshot: None }];
     initial.extend(submitted.missed);
     let Some(live) = submitted.events else { return Err(RpcError::new(INTERNAL_ERROR, "no event subscription")) };
     let events = follow(ctx.engine.clone(), applied.task.task.id.clone(), live, initial, applied.seq, true);

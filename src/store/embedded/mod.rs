@@ -538,7 +538,9 @@ impl EmbeddedStore {
             Vec::new()
         };
         let stored = Arc::new(stored);
-        self.bus.publish(&task_id, seq, &event, &stored, task_json);
+        let snapshot = event.is_final().then(|| super::Snapshot { task: stored.clone(), json: task_json });
+        let logged = Arc::new(LoggedEvent { seq, event, snapshot });
+        self.bus.deliver(&task_id, logged.clone());
         if canceled {
             self.bus.announce_cancel(&task_id);
         }
@@ -552,7 +554,7 @@ impl EmbeddedStore {
         if let Some(job) = effects.enqueue {
             let _ = self.ready_tx.try_send(job);
         }
-        Ok(Applied { seq, event, task: stored, push_configs, turn_here: true })
+        Ok(Applied { seq, logged, task: stored, push_configs, turn_here: true })
     }
 
     /// Writes a kept-back creation of a task with its pending events and `job` (queued again

@@ -398,13 +398,15 @@ impl Shared {
                     self.keep_live(&task_id, stored.clone(), 0, pending, Some(kept));
                     self.lease(&job.id, Some(String::new()));
                     let turn_here = self.ready.0.try_send(job).is_ok();
-                    return Ok(Applied { seq, event, task: stored, push_configs: Vec::new(), turn_here });
+                    let logged = Arc::new(LoggedEvent { seq, event, snapshot: None });
+                    return Ok(Applied { seq, logged, task: stored, push_configs: Vec::new(), turn_here });
                 }
             }
             if progress {
                 let seq = stored.seq;
                 self.keep_live(&task_id, stored.clone(), persisted_seq.unwrap_or(0), pending, kept_back);
-                return Ok(Applied { seq, event, task: stored, push_configs: Vec::new(), turn_here: false });
+                let logged = Arc::new(LoggedEvent { seq, event, snapshot: None });
+                return Ok(Applied { seq, logged, task: stored, push_configs: Vec::new(), turn_here: false });
             }
             let claim = effects.enqueue.is_some() && self.should_claim();
             let write = WriteEffects {
@@ -429,7 +431,8 @@ impl Shared {
                     }
                     let queued = write.effects.enqueue.as_ref().map(|j| j.id.as_str());
                     let turn_here = claimed.is_some_and(|job| self.hand_to_worker(job, queued));
-                    return Ok(Applied { seq: stored.seq, event, task: stored, push_configs, turn_here });
+                    let logged = Arc::new(LoggedEvent { seq: stored.seq, event, snapshot: None });
+                    return Ok(Applied { seq: stored.seq, logged, task: stored, push_configs, turn_here });
                 }
                 Ok(Written::Exists) => return Err(StoreError::TaskExists(task_id)),
                 // Another instance changed the task since it was read: what was pending here
