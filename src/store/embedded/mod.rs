@@ -387,12 +387,12 @@ impl EmbeddedStore {
     ) -> Result<(), StoreError> {
         for item in self.t.events.range(keys::event(task_id, from + 1)..=keys::event(task_id, u64::MAX)) {
             let (key, value) = item.into_inner().map_err(unavailable)?;
-            let stored = log::entries(&key, &value).count();
+            let held = log::entries(&key, &value).count();
             let kept: Vec<(u64, Vec<u8>)> = log::entries(&key, &value)
                 .filter(|(seq, _)| *seq <= from || *seq > to)
                 .map(|(seq, json)| (seq, json.to_vec()))
                 .collect();
-            if kept.len() == stored {
+            if kept.len() == held {
                 continue;
             }
             let rewritten = log::values(task_id, kept);
