@@ -9,7 +9,7 @@ use foldhash::{HashMap, HashMapExt};
 use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 
-use super::{EventBus, LoggedEvent, Snapshot, StoreError, StoredTask};
+use super::{EventBus, LoggedEvent, StoreError, StoredTask};
 use crate::protocol::StreamEvent;
 
 /// Events a slow subscriber may fall behind before it re-reads the log.
@@ -50,11 +50,7 @@ impl LocalBus {
         task: &Arc<StoredTask>,
         json: Option<Arc<RawValue>>,
     ) {
-        let is_final = event.is_final();
-        self.send(task_id, is_final, || {
-            let snapshot = is_final.then(|| Snapshot { task: task.clone(), json });
-            Arc::new(LoggedEvent { seq, event: event.clone(), snapshot })
-        });
+        self.send(task_id, event.is_final(), || Arc::new(LoggedEvent::on_bus(seq, event.clone(), task, json)));
     }
 
     /// Sends a logged event to the task's subscribers; returns whether anyone still follows the

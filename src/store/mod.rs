@@ -179,6 +179,15 @@ pub struct LoggedEvent {
     pub snapshot: Option<Snapshot>,
 }
 
+impl LoggedEvent {
+    /// The event as the bus carries it: a final one with the task it ended the turn with (and
+    /// that task's JSON, when the writer kept it).
+    pub fn on_bus(seq: u64, event: StreamEvent, task: &Arc<StoredTask>, json: Option<Arc<RawValue>>) -> LoggedEvent {
+        let snapshot = event.is_final().then(|| Snapshot { task: task.clone(), json });
+        LoggedEvent { seq, event, snapshot }
+    }
+}
+
 /// The task a final event carries on the bus.
 #[derive(Debug, Clone)]
 pub struct Snapshot {

@@ -387,14 +387,12 @@ impl EmbeddedStore {
     ) -> Result<(), StoreError> {
         for item in self.t.events.range(keys::event(task_id, from + 1)..=keys::event(task_id, u64::MAX)) {
             let (key, value) = item.into_inner().map_err(unavailable)?;
-            let held = log::entries(&key, &value).count();
-            let kept: Vec<(u64, Vec<u8>)> = log::entries(&key, &value)
-                .filter(|(seq, _)| *seq <= from || *seq > to)
-                .map(|(seq, json)| (seq, json.to_vec()))
-                .collect();
-            if kept.len() == held {
+            let (kept, dropped): (Vec<_>, Vec<_>) =
+                log::entries(&key, &value).partition(|(seq, _)| *seq <= from || *seq > to);
+            if dropped.is_empty() {
                 continue;
             }
+            let kept: Vec<(u64, Vec<u8>)> = kept.into_iter().map(|(seq, json)| (seq, json.to_vec())).collect();
             let rewritten = log::values(task_id, kept);
             // A batch's writes share one sequence number: the same key must not be both
             // removed and written in it.
@@ -538,8 +536,7 @@ impl EmbeddedStore {
             Vec::new()
         };
         let stored = Arc::new(stored);
-        let snapshot = event.is_final().then(|| super::Snapshot { task: stored.clone(), json: task_json });
-        let logged = Arc::new(LoggedEvent { seq, event, snapshot });
+        let logged = Arc::new(LoggedEvent::on_bus(seq, event, &stored, task_json));
         self.bus.deliver(&task_id, logged.clone());
         if canceled {
             self.bus.announce_cancel(&task_id);
