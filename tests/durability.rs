@@ -73,6 +73,27 @@ async fn acknowledged_tasks_survive_kill_9() {
     assert_eq!(artifact_text(&task), LONG_TEXT, "re-run turn must not duplicate chunks");
 }
 
+/// A blocking send's answer is the last thing the process does before it is killed: the
+/// store may have left the turn's end in the journal's buffer for the answer to flush, and
+/// nothing written after it flushes it instead.
+#[tokio::test]
+async fn the_last_blocking_answer_before_kill_9_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    // Both fsync policies: under `always` the answer also waits for the group fsync.
+    for (round, args) in [&[][..], &["--fsync", "always"], &[]].into_iter().enumerate() {
+        let mut server = Server::start_with(CONFIG, dir.path().to_str().unwrap(), args).await;
+        let task = server.send_text("done", &format!("round {round}")).await;
+        assert_eq!(task["status"]["state"], "completed");
+        server.kill9();
+        let server = server.restart(args);
+        let id = task["id"].as_str().unwrap();
+        let stored = server.result("done", "tasks/get", json!({"id": id})).await;
+        assert_eq!(stored["status"]["state"], "completed", "round {round}: {stored}");
+        assert_eq!(artifact_text(&stored), format!("round {round}"));
+        drop(server);
+    }
+}
+
 #[tokio::test]
 async fn turn_interrupted_by_kill_9_is_rerun_without_duplicate_chunks() {
     let dir = tempfile::tempdir().unwrap();

@@ -50,7 +50,7 @@ impl LocalBus {
         task: &Arc<StoredTask>,
         json: Option<Arc<RawValue>>,
     ) {
-        self.send(task_id, event.is_final(), || Arc::new(LoggedEvent::on_bus(seq, event.clone(), task, json)));
+        self.send(task_id, event.is_final(), || Arc::new(LoggedEvent::on_bus(seq, event.clone(), task, json, 0)));
     }
 
     /// Sends a logged event to the task's subscribers; returns whether anyone still follows the

@@ -182,9 +182,20 @@ pub struct LoggedEvent {
 impl LoggedEvent {
     /// The event as the bus carries it: a final one with the task it ended the turn with (and
     /// that task's JSON, when the writer kept it).
-    pub fn on_bus(seq: u64, event: StreamEvent, task: &Arc<StoredTask>, json: Option<Arc<RawValue>>) -> LoggedEvent {
-        let snapshot = event.is_final().then(|| Snapshot { task: task.clone(), json });
+    pub fn on_bus(
+        seq: u64,
+        event: StreamEvent,
+        task: &Arc<StoredTask>,
+        json: Option<Arc<RawValue>>,
+        unflushed: u64,
+    ) -> LoggedEvent {
+        let snapshot = event.is_final().then(|| Snapshot { task: task.clone(), json, unflushed });
         LoggedEvent { seq, event, snapshot }
+    }
+
+    /// The write its answerer must flush first (see [`Snapshot::unflushed`]); 0 for none.
+    pub fn unflushed(&self) -> u64 {
+        self.snapshot.as_ref().map_or(0, |s| s.unflushed)
     }
 }
 
@@ -194,6 +205,11 @@ pub struct Snapshot {
     pub task: Arc<StoredTask>,
     /// The task's JSON as its record holds it, when the writer kept it.
     pub json: Option<Arc<RawValue>>,
+    /// Non-zero when the write is not yet as durable as an answer needs: the backend left it
+    /// buffered for the one who answers with it (the creator of a task kept back until its
+    /// turn's end), who passes this to [`TaskStore::flushed`] first, so answers that come
+    /// close together share one flush.
+    pub unflushed: u64,
 }
 
 /// A change to one task. Each produces exactly one logged event.
@@ -312,9 +328,10 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Removes a task that has no job left (terminal), with its log and push configs; false
     /// when there was no such task.
     async fn remove_task(&self, task_id: &str) -> Result<bool, StoreError>;
-    /// Waits until every change already applied is as durable as the backend promises for
-    /// acknowledged changes (a no-op unless a group fsync is pending).
-    async fn flushed(&self) -> Result<(), StoreError> {
+    /// Makes a write left buffered for its answerer (a snapshot's [`Snapshot::unflushed`];
+    /// `u64::MAX` for every such write) as durable as the backend promises for acknowledged
+    /// changes.
+    async fn flushed(&self, _unflushed: u64) -> Result<(), StoreError> {
         Ok(())
     }
     /// Checks that the backend answers.

@@ -96,9 +96,10 @@ pub async fn handle(ctx: &RpcContext, params: Option<&RawValue>) -> Outcome {
     drop(applied);
     // Without the task as the turn ended (it came from the log), it is read back.
     let end = turn_end(ctx.engine.clone(), task_id.clone(), live, missed, seq).await?;
+    let store = &ctx.engine.backend().store;
     if let Some(snapshot) = end.and_then(|event| event.snapshot) {
-        // The worker's write may still await its fsync (`--fsync always`).
-        ctx.engine.backend().store.flushed().await.map_err(crate::engine::EngineError::from)?;
+        // The store may have left the turn's end for this answer to make durable.
+        store.flushed(snapshot.unflushed).await.map_err(crate::engine::EngineError::from)?;
         let task = &snapshot.task.task;
         // The task as stored is the answer when no history is cut.
         let whole = task.history.as_ref().is_some_and(|h| p.history_length.is_none_or(|n| n == 0 || n >= h.len()));
@@ -107,6 +108,9 @@ pub async fn handle(ctx: &RpcContext, params: Option<&RawValue>) -> Outcome {
         }
         return raw(&task.with_history_length(p.history_length));
     }
+    // The turn's end came from the log, without its snapshot: whatever the store left
+    // buffered is flushed before the task is read back and answered with.
+    store.flushed(u64::MAX).await.map_err(crate::engine::EngineError::from)?;
     let stored = ctx.engine.task(&task_id).await?;
     raw(&stored.task.with_history_length(p.history_length))
 }

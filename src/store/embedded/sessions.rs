@@ -213,6 +213,8 @@ impl SessionIndex for EmbeddedHandle {
         limit: usize,
     ) -> Result<Vec<SessionEntry>, StoreError> {
         let s = &self.0;
+        // Shown only once its creation's write reached the kernel (see `flush_buffered`).
+        s.flush_buffered(u64::MAX)?;
         let prefix = keys::sessions_of_app(app);
         let settled = s.session_creations().settled();
         if after >= settled {
@@ -243,11 +245,13 @@ impl SessionIndex for EmbeddedHandle {
     }
 
     async fn session(&self, app: &str, id: &str) -> Result<Option<SessionEntry>, StoreError> {
+        self.0.flush_buffered(u64::MAX)?;
         self.0.read_session(app, id)
     }
 
     async fn session_tasks(&self, app: &str, id: &str) -> Result<Vec<SessionTask>, StoreError> {
         let s = &self.0;
+        s.flush_buffered(u64::MAX)?;
         let prefix = keys::tasks_of_session(app, id);
         let indexed =
             s.t.sessions.prefix(&prefix).map(|item| item.key().map(|k| k.to_vec())).collect::<Result<Vec<_>, _>>();

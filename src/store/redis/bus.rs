@@ -187,7 +187,7 @@ fn on_push(
             let event = LoggedEvent {
                 seq: published.seq,
                 event: published.event,
-                snapshot: published.task.map(|task| Snapshot { task: Arc::new(task), json: None }),
+                snapshot: published.task.map(|task| Snapshot { task: Arc::new(task), json: None, unflushed: 0 }),
             };
             if !local.deliver(task_id, Arc::new(event)) {
                 let _ = commands.send(Command::Unsubscribe(Followed::Task(task_id.to_string())));
