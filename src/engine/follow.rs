@@ -11,6 +11,7 @@ use std::sync::Arc;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::oneshot;
 
 use super::{Engine, EngineError};
 use crate::protocol::StreamEvent;
@@ -106,14 +107,16 @@ pub fn follow(
 }
 
 /// The event that ends the turn a caller started (a blocking `message/send`, a webhook that
-/// waits): the first final event after `after`, in `missed` or then on the bus. Events before
-/// it are only counted, not copied. Whatever the bus leaves in doubt (a lag, a gap, an
-/// interrupted feed, a silent spell) is settled by [`follow`] from the task's log. None when
-/// the follow ended without one.
+/// waits): the first final event after `after`, in `missed` or then on the bus: from
+/// `ending`, the bus's turn-end notice, when the caller has one (it wakes the caller once
+/// instead of for every event), else counted through the events before it. Whatever the bus
+/// leaves in doubt (a lag, a gap, an interrupted feed, a silent spell) is settled by
+/// [`follow`] from the task's log. None when the follow ended without one.
 pub async fn turn_end(
     engine: Engine,
     task_id: String,
     mut live_events: broadcast::Receiver<Arc<LoggedEvent>>,
+    ending: Option<oneshot::Receiver<Arc<LoggedEvent>>>,
     missed: Vec<LoggedEvent>,
     after: u64,
 ) -> Result<Option<LoggedEvent>, EngineError> {
@@ -122,6 +125,14 @@ pub async fn turn_end(
         last = last.max(event.seq);
         if event.event.is_final() {
             return Ok(Some(event));
+        }
+    }
+    if let Some(ending) = ending {
+        match tokio::time::timeout(RESYNC_AFTER, ending).await {
+            Ok(Ok(event)) if event.seq > last => return Ok(Some(LoggedEvent::clone(&event))),
+            // A silent spell or an interrupted feed: the events the subscription kept, then
+            // the log, tell what happened.
+            _ => {}
         }
     }
     loop {

@@ -9,14 +9,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::{AgentEvent, RequestContext};
 use crate::clock::now_ms;
 use crate::delivery::Deliveries;
 use crate::protocol::{Message, PushNotificationConfig, StreamEvent, Task, TaskKind, TaskState, TaskStatus};
-use crate::store::{Applied, Backend, CallbackTarget, Change, Job, LoggedEvent, StoreError, StoredTask, Turn};
+use crate::store::{
+    Applied, Backend, CallbackTarget, Change, Job, LoggedEvent, StoreError, StoredTask, Turn, TurnEndSubscription,
+};
 use crate::tenants::Tenants;
 
 /// Engine settings.
@@ -94,10 +96,12 @@ pub enum Reply {
 
 /// A submitted message: the task it created or continued and, when asked for, the turn's
 /// events: `missed` (logged before the subscription reached other instances) followed by
-/// `events`, a subscription opened before the write.
+/// `events`, a subscription opened before the write. A caller answered at the turn's end
+/// also gets `turn_end`, the final event alone (see [`follow::turn_end`]).
 pub struct Submitted {
     pub applied: Applied,
     pub events: Option<broadcast::Receiver<Arc<LoggedEvent>>>,
+    pub turn_end: Option<oneshot::Receiver<Arc<LoggedEvent>>>,
     pub missed: Vec<LoggedEvent>,
 }
 
@@ -237,7 +241,14 @@ impl Engine {
         let bus = &self.inner.backend.bus;
         // Subscribed here before the write, so no event written here can be missed; when the
         // turn runs elsewhere, the subscription is extended and what was logged meanwhile read.
-        let events = follow.then(|| bus.subscribe_here(&task_id));
+        let (events, turn_end) = match reply {
+            Reply::Now => (None, None),
+            Reply::Following => (Some(bus.subscribe_here(&task_id)), None),
+            Reply::AtTurnEnd => {
+                let TurnEndSubscription { events, turn_end } = bus.subscribe_to_turn_end_here(&task_id);
+                (Some(events), Some(turn_end))
+            }
+        };
         let applied = self.inner.backend.store.apply(change).await?;
         self.notify(&applied);
         let mut missed = Vec::new();
@@ -245,7 +256,7 @@ impl Engine {
             bus.extend_to_remote(&task_id).await?;
             missed = self.inner.backend.store.events_after(&task_id, applied.seq).await?;
         }
-        Ok(Submitted { applied, events, missed })
+        Ok(Submitted { applied, events, turn_end, missed })
     }
 
     /// The stored task, or `TaskNotFound`.

@@ -509,6 +509,9 @@ pub trait EventBus: Send + Sync + 'static {
     }
     /// Follows the events of one task written by this instance only.
     fn subscribe_here(&self, task_id: &str) -> broadcast::Receiver<Arc<LoggedEvent>>;
+    /// Like [`EventBus::subscribe_here`], for a follower that wants only the event ending the
+    /// turn: it gets that event alone, and is not woken for the others.
+    fn subscribe_to_turn_end_here(&self, task_id: &str) -> TurnEndSubscription;
     /// Extends this instance's subscriptions to a task to events written by other instances
     /// (a no-op on a single-process backend).
     async fn extend_to_remote(&self, task_id: &str) -> Result<(), StoreError>;
@@ -516,6 +519,15 @@ pub trait EventBus: Send + Sync + 'static {
     fn subscriptions(&self) -> usize;
     /// Ids of tasks canceled on any instance, so the instance running the turn stops it.
     fn cancellations(&self) -> broadcast::Receiver<String>;
+}
+
+/// A subscription to a task's events whose holder waits for the event that ends the turn on
+/// `turn_end`, and reads `events` (which counts as a subscription all along) only when that
+/// wait is in doubt: it fails when the feed is interrupted, and is never sent when the event
+/// was published elsewhere and read from the log.
+pub struct TurnEndSubscription {
+    pub events: broadcast::Receiver<Arc<LoggedEvent>>,
+    pub turn_end: tokio::sync::oneshot::Receiver<Arc<LoggedEvent>>,
 }
 
 /// The app of an encoded [`StoredTask`], read without decoding the rest of it.

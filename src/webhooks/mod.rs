@@ -151,7 +151,7 @@ impl Webhooks {
         };
         let Some(live) = submitted.events.filter(|_| sync) else { return Ok(accepted(task)) };
         let task_id = task.id.clone();
-        let end = turn_end(self.engine.clone(), task_id.clone(), live, submitted.missed, submitted.applied.seq);
+        let end = turn_end(self.engine.clone(), task_id.clone(), live, None, submitted.missed, submitted.applied.seq);
         let finished =
             tokio::time::timeout(trigger.response.timeout(), async { Ok::<bool, EngineError>(end.await?.is_some()) })
                 .await;

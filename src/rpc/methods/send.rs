@@ -85,7 +85,7 @@ fn checked(params: Option<&RawValue>) -> Result<WireParams, RpcError> {
 pub async fn handle(ctx: &RpcContext, params: Option<&RawValue>) -> Outcome {
     let p = parse(params)?;
     let reply = if p.blocking { Reply::AtTurnEnd } else { Reply::Now };
-    let Submitted { applied, events, missed } =
+    let Submitted { applied, events, turn_end: ending, missed } =
         ctx.engine.submit(ctx.origin(), p.message, p.push_config, p.metadata, reply, None).await?;
     let Some(live) = events.filter(|_| p.blocking) else {
         return raw(&applied.task.task.with_history_length(p.history_length));
@@ -95,7 +95,7 @@ pub async fn handle(ctx: &RpcContext, params: Option<&RawValue>) -> Outcome {
     // one else holds it.
     drop(applied);
     // Without the task as the turn ended (it came from the log), it is read back.
-    let end = turn_end(ctx.engine.clone(), task_id.clone(), live, missed, seq).await?;
+    let end = turn_end(ctx.engine.clone(), task_id.clone(), live, ending, missed, seq).await?;
     let store = &ctx.engine.backend().store;
     if let Some(snapshot) = end.and_then(|event| event.snapshot) {
         // The store may have left the turn's end for this answer to make durable.

@@ -20,7 +20,7 @@ use super::keys::Keys;
 use crate::protocol::StreamEvent;
 use crate::store::bus::LocalBus;
 use crate::store::capture::{CapturedEvent, LiveCaptures};
-use crate::store::{EventBus, LoggedEvent, Snapshot, StoreError, StoredTask};
+use crate::store::{EventBus, LoggedEvent, Snapshot, StoreError, StoredTask, TurnEndSubscription};
 
 enum Command {
     Subscribe(String, oneshot::Sender<Result<(), String>>),
@@ -300,6 +300,10 @@ async fn run_commands(
 impl EventBus for RedisBus {
     fn subscribe_here(&self, task_id: &str) -> broadcast::Receiver<Arc<LoggedEvent>> {
         self.local.subscribe_local(task_id).0
+    }
+
+    fn subscribe_to_turn_end_here(&self, task_id: &str) -> TurnEndSubscription {
+        self.local.subscribe_local_to_turn_end(task_id)
     }
 
     async fn extend_to_remote(&self, task_id: &str) -> Result<(), StoreError> {
