@@ -1006,6 +1006,10 @@ impl TaskQueue for EmbeddedHandle {
                 tracing::error!(task_id, error = %e, "cannot keep a stopped turn for the next start");
             }
         }
+        // Turn ends left buffered for answers that never went out (their clients went away).
+        if let Err(e) = s.durably(true, |s| s.flush_buffered(u64::MAX)).await {
+            tracing::error!(error = %e, "cannot flush the journal");
+        }
     }
 
     fn close(&self) {
