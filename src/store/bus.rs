@@ -120,18 +120,18 @@ impl LocalBus {
         if self.subscribes.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
             channels.retain(|_, c| c.followed());
         }
-        let (receiver, first) = match channels.get_mut(task_id) {
-            Some(channel) => (channel.sender.subscribe(), false),
+        match channels.get_mut(task_id) {
+            Some(channel) => {
+                also(channel);
+                (channel.sender.subscribe(), false)
+            }
             None => {
-                let (channel, receiver) = Channel::new();
+                let (mut channel, receiver) = Channel::new();
+                also(&mut channel);
                 channels.insert(task_id.to_string(), channel);
                 (receiver, true)
             }
-        };
-        if let Some(channel) = channels.get_mut(task_id) {
-            also(channel);
         }
-        (receiver, first)
     }
 
     /// Whether anyone on this instance follows the task.
